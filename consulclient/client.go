@@ -1,0 +1,301 @@
+// Package consulclient is everything svcwrap says to a Consul agent: register a
+// service with one TTL check, move that check's status, look up who holds a
+// service ID, and deregister. It wraps the official api client, so the consul
+// CLI's environment variables (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
+// CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, CONSUL_HTTP_SSL, ...) work unchanged.
+//
+// Every call is bounded by a timeout, and a list of agents is tried in order, so
+// that neither a hung nor a dead agent can stall the wrapper.
+package consulclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// DefaultTimeout bounds one HTTP request when Config.Timeout is zero. A local
+// agent answers in milliseconds; five seconds only matters for a hung one.
+const DefaultTimeout = 5 * time.Second
+
+// ErrNotRegistered means the agent does not know the service or its check: it
+// was restarted, its data was wiped, or a token expired. The caller registers
+// again.
+var ErrNotRegistered = errors.New("not registered with the agent")
+
+// Config says which agents to talk to and how.
+type Config struct {
+	// Addrs are agent addresses, tried in order until one answers: "host:port",
+	// "http://host:port", "https://host:port" or "unix:///path". Empty: the api
+	// client's default, CONSUL_HTTP_ADDR or else 127.0.0.1:8500.
+	Addrs []string
+	// Token is the ACL token. Empty: TokenFile, else CONSUL_HTTP_TOKEN or
+	// CONSUL_HTTP_TOKEN_FILE, as the consul CLI reads them.
+	Token string
+	// TokenFile holds the ACL token. Empty: as for Token. An unreadable file
+	// is an error from New.
+	TokenFile string
+	// CAFile, CertFile, KeyFile and TLSServerName configure TLS to the agent.
+	// Empty: CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
+	// CONSUL_TLS_SERVER_NAME.
+	CAFile, CertFile, KeyFile, TLSServerName string
+	// Timeout bounds each HTTP request. Zero: DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Client talks to the first agent of its list that answers and sticks with it
+// until it stops answering.
+type Client struct {
+	timeout time.Duration
+	agents  []agent
+
+	mu      sync.Mutex
+	current int // index in agents of the agent that answered last
+}
+
+type agent struct {
+	addr string
+	api  *api.Client
+}
+
+// New builds a client. It sends nothing: an agent that is down at start must not
+// keep the child from starting.
+func New(cfg Config) (*Client, error) {
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	addrs := cfg.Addrs
+	if len(addrs) == 0 {
+		addrs = []string{""} // the api client's default address
+	}
+	c := &Client{timeout: timeout}
+	for _, addr := range addrs {
+		conf := api.DefaultConfig() // reads CONSUL_* from the environment
+		if addr != "" {
+			conf.Address = addr
+			if strings.HasPrefix(addr, "https://") {
+				conf.Scheme = "https"
+			}
+		}
+		switch {
+		case cfg.Token != "":
+			conf.Token, conf.TokenFile = cfg.Token, ""
+		case cfg.TokenFile != "":
+			conf.Token, conf.TokenFile = "", cfg.TokenFile
+		}
+		setIf(&conf.TLSConfig.CAFile, cfg.CAFile)
+		setIf(&conf.TLSConfig.CertFile, cfg.CertFile)
+		setIf(&conf.TLSConfig.KeyFile, cfg.KeyFile)
+		setIf(&conf.TLSConfig.Address, cfg.TLSServerName)
+		// No HttpClient of our own: the api client builds one with the TLS
+		// settings. Each request's context carries its deadline instead.
+		client, err := api.NewClient(conf)
+		if err != nil {
+			return nil, fmt.Errorf("consul agent %s: %w", conf.Address, err)
+		}
+		c.agents = append(c.agents, agent{addr: conf.Address, api: client})
+	}
+	return c, nil
+}
+
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+// Addr is the address of the agent the client talks to now.
+func (c *Client) Addr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.agents[c.current].addr
+}
+
+// do runs call against the current agent, and on a transport failure (the agent
+// does not answer at all) against the next ones in turn. An HTTP error answer
+// is an answer: it is returned as it is, without failing over.
+func (c *Client) do(ctx context.Context, call func(ctx context.Context, a *api.Client) error) error {
+	c.mu.Lock()
+	start := c.current
+	c.mu.Unlock()
+
+	var errs []error
+	for i := range c.agents {
+		idx := (start + i) % len(c.agents)
+		a := c.agents[idx]
+		rctx, cancel := context.WithTimeout(ctx, c.timeout)
+		err := call(rctx, a.api)
+		cancel()
+		if err == nil || isAnswer(err) {
+			c.mu.Lock()
+			c.current = idx
+			c.mu.Unlock()
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("agent %s: %w", a.addr, err))
+	}
+	return errors.Join(errs...)
+}
+
+// isAnswer reports whether err came from an agent that answered (an HTTP
+// status), as opposed to one that could not be reached.
+func isAnswer(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return true
+	}
+	// Some api calls format the status into a plain error.
+	return strings.Contains(err.Error(), "Unexpected response code")
+}
+
+// Service is one registration: the service and its single TTL check.
+type Service struct {
+	ID      string // service ID; the check's ID is "service:" + ID
+	Name    string
+	Tags    []string
+	Meta    map[string]string
+	Address string // empty: the agent's node address
+	Port    int    // zero: none
+
+	TTL time.Duration // how long a status lasts without a refresh
+	// DeregisterAfter: Consul removes the service when its check has been
+	// critical this long (minimum one minute). It is what cleans up after a
+	// svcwrap that was SIGKILLed. Zero: never.
+	DeregisterAfter time.Duration
+
+	Status string // initial check status: api.HealthCritical, HealthPassing, ...
+	Output string // initial check output
+}
+
+// CheckID is the ID of the TTL check svcwrap registers for a service ID, the one
+// ianitor and Consul use by default.
+func CheckID(serviceID string) string { return "service:" + serviceID }
+
+// Register registers s with its TTL check. Registering again is safe: Consul
+// keeps the service, and the reaper's clock for a critical check restarts.
+func (c *Client) Register(ctx context.Context, s Service) error {
+	reg := &api.AgentServiceRegistration{
+		ID:      s.ID,
+		Name:    s.Name,
+		Tags:    s.Tags,
+		Meta:    s.Meta,
+		Address: s.Address,
+		Port:    s.Port,
+		Check: &api.AgentServiceCheck{
+			CheckID: CheckID(s.ID),
+			Name:    "svcwrap: " + s.Name,
+			TTL:     s.TTL.String(),
+			Status:  s.Status,
+			Notes:   "kept by svcwrap while the wrapped command runs",
+		},
+	}
+	if s.DeregisterAfter > 0 {
+		reg.Check.DeregisterCriticalServiceAfter = s.DeregisterAfter.String()
+	}
+	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
+		return a.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx))
+	})
+	if err != nil {
+		return fmt.Errorf("register service %q: %w", s.ID, err)
+	}
+	// The output is not part of a registration; set it so the check says why
+	// it is in its status from the first moment.
+	if s.Output != "" {
+		return c.SetStatus(ctx, s.ID, s.Status, s.Output)
+	}
+	return nil
+}
+
+// SetStatus sets the TTL check of serviceID to status with output, which also
+// restarts its TTL. It returns an error wrapping ErrNotRegistered when the agent
+// does not know the check.
+func (c *Client) SetStatus(ctx context.Context, serviceID, status, output string) error {
+	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
+		return a.Agent().UpdateTTLOpts(CheckID(serviceID), output, status, (&api.QueryOptions{}).WithContext(ctx))
+	})
+	if err != nil {
+		if isUnknownCheck(err) {
+			return fmt.Errorf("set check %q %s: %w", CheckID(serviceID), status, ErrNotRegistered)
+		}
+		return fmt.Errorf("set check %q %s: %w", CheckID(serviceID), status, err)
+	}
+	return nil
+}
+
+// isUnknownCheck recognises the agent's answers for a check it does not have.
+func isUnknownCheck(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "Unexpected response code: 404") ||
+		strings.Contains(msg, "Unknown check") ||
+		strings.Contains(msg, "does not have associated TTL")
+}
+
+// Deregister removes the service and its check. A service the agent does not
+// know is already gone: that is success.
+func (c *Client) Deregister(ctx context.Context, serviceID string) error {
+	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
+		return a.Agent().ServiceDeregisterOpts(serviceID, (&api.QueryOptions{}).WithContext(ctx))
+	})
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("deregister service %q: %w", serviceID, err)
+	}
+	return nil
+}
+
+func isNotFound(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return true
+	}
+	return strings.Contains(err.Error(), "Unexpected response code: 404")
+}
+
+// Holder describes the current registration of a service ID on the agent.
+type Holder struct {
+	Meta        map[string]string
+	CheckStatus string // status of the TTL check; empty when it has none
+	CheckOutput string
+}
+
+// Holder returns who holds serviceID on the agent, or nil when nobody does.
+func (c *Client) Holder(ctx context.Context, serviceID string) (*Holder, error) {
+	var info *api.AgentServiceChecksInfo
+	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
+		var err error
+		_, info, err = a.Agent().AgentHealthServiceByIDOpts(serviceID, (&api.QueryOptions{}).WithContext(ctx))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up service %q: %w", serviceID, err)
+	}
+	if info == nil || info.Service == nil {
+		return nil, nil
+	}
+	h := &Holder{Meta: info.Service.Meta}
+	for _, chk := range info.Checks {
+		if chk.CheckID == CheckID(serviceID) {
+			h.CheckStatus, h.CheckOutput = chk.Status, chk.Output
+		}
+	}
+	return h, nil
+}
+
+// TTLExpired reports whether the holder's check went critical because nobody
+// refreshed it: the agent's own words when a TTL lapses.
+func (h *Holder) TTLExpired() bool {
+	return h.CheckStatus == api.HealthCritical && strings.HasPrefix(h.CheckOutput, "TTL expired")
+}
