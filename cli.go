@@ -1,0 +1,375 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/svcwrap/svcwrap/consulclient"
+	"github.com/svcwrap/svcwrap/signals"
+	"github.com/svcwrap/svcwrap/wrapper"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usageLine = "svcwrap [flags] SERVICE -- COMMAND [ARG...]"
+
+const examples = `  # Register nc as "netcat", passing once it listens on 9999:
+  svcwrap --port 9999 netcat -- nc -l 9999
+
+  # An agent elsewhere, a second one to fail over to, tags and meta:
+  svcwrap --consul 10.0.0.5:8500,127.0.0.1:8500 --tag v2 --meta team=web \
+      --port 8080 web -- /usr/bin/web --listen :8080
+
+  # nginx stops gracefully on SIGQUIT; give clients 5s to notice first:
+  svcwrap --port 80 --stop-signal QUIT --drain 5s nginx -- nginx -g 'daemon off;'
+
+  # Every ianitor command line works unchanged:
+  svcwrap --consul-agent localhost:8500 --ttl 10 --heartbeat 1 --tags a --tags b \
+      --port 9999 -vv netcat -- nc -l 9999`
+
+const envHelp = `Every flag can also be set in the environment as SVCWRAP_<FLAG>, upper case
+with dashes as underscores (SVCWRAP_PORT=9999, SVCWRAP_TTL=10s,
+SVCWRAP_TAG=a,b); a flag on the command line wins. The consul CLI's
+variables work too: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
+CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
+CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY.
+
+Exit status: the command's; 128+N when signal N killed it; 2 for bad input
+or a service ID held by another running svcwrap; 126 when the command cannot
+be executed; 127 when it is not found.`
+
+// options are the command line's values before they become a wrapper.Config.
+type options struct {
+	consul        []string
+	consulTimeout time.Duration
+	tokenFile     string
+	caFile        string
+	clientCert    string
+	clientKey     string
+	tlsServerName string
+
+	id              string
+	address         string
+	port            int
+	tags            []string
+	meta            []string
+	ttl             seconds
+	heartbeat       seconds
+	checkInterval   seconds
+	deregisterAfter seconds
+	deregister      string
+
+	drain       seconds
+	killTimeout seconds
+	stopSignal  string
+	keepChild   bool
+	reap        string
+
+	verbose   int
+	logFormat string
+}
+
+// run is the whole command line: parse, run the lifecycle, map the outcome to
+// an exit code. It is main without the process-global parts, so tests call it.
+func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan os.Signal) int {
+	var (
+		opts     options
+		code     int
+		usageErr error
+	)
+	cmd := &cobra.Command{
+		Use:     usageLine,
+		Short:   "Run a command as a Consul service: registered while it runs and is ready, gone when it exits.",
+		Long:    "svcwrap runs COMMAND as its child and keeps the child's entry in Consul true:\nregistered with a TTL check, passing while the child runs (and, with --port,\nlistens on that port), critical when it does not, and deregistered the moment\nit exits. Signals are forwarded to the child's process group; svcwrap exits\nwith the child's exit status.\n\n" + envHelp,
+		Example: examples,
+		Version: version,
+		// Errors are printed once, as one line, below.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyEnv(cmd.Flags(), environ); err != nil {
+				usageErr = err
+				return err
+			}
+			cfg, ccfg, err := opts.config(cmd, args)
+			if err != nil {
+				usageErr = err
+				return err
+			}
+			cfg.Signals = sigs
+			cfg.Logger = newLogger(stderr, opts.verbose, opts.logFormat)
+			client, err := consulclient.New(ccfg)
+			if err != nil {
+				usageErr = err
+				return err
+			}
+			code, err = wrapper.Run(context.Background(), cfg, client)
+			return err
+		},
+	}
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		usageErr = err
+		return err
+	})
+	opts.register(cmd.Flags())
+
+	err := cmd.Execute()
+	switch {
+	case err == nil:
+		return code
+	case usageErr != nil || errors.Is(err, wrapper.ErrUsage):
+		fmt.Fprintf(stderr, "svcwrap: %s\n", strings.TrimPrefix(err.Error(), "usage: "))
+		return wrapper.ExitUsage
+	default:
+		fmt.Fprintf(stderr, "svcwrap: %s\n", err)
+		if code == 0 {
+			code = 1
+		}
+		return code
+	}
+}
+
+func (o *options) register(fs *pflag.FlagSet) {
+	fs.SortFlags = false
+	fs.StringSliceVar(&o.consul, "consul", nil, "Consul agent address(es), tried in order: host:port, http(s)://host:port (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
+	fs.StringSliceVar(&o.consul, "consul-agent", nil, "same as --consul (ianitor's name)")
+	fs.DurationVar(&o.consulTimeout, "consul-timeout", wrapper.DefaultConsulTimeout, "bound on each request to Consul, and on the deregistration at exit")
+	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the ACL token (default $CONSUL_HTTP_TOKEN_FILE, $CONSUL_HTTP_TOKEN)")
+	fs.StringVar(&o.caFile, "ca-file", "", "CA certificate for TLS to the agent (default $CONSUL_CACERT)")
+	fs.StringVar(&o.clientCert, "client-cert", "", "client certificate for TLS (default $CONSUL_CLIENT_CERT)")
+	fs.StringVar(&o.clientKey, "client-key", "", "client key for TLS (default $CONSUL_CLIENT_KEY)")
+	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "server name to verify in the agent's certificate (default $CONSUL_TLS_SERVER_NAME)")
+
+	fs.StringVar(&o.id, "id", "", "service ID (default: the service name)")
+	fs.StringVar(&o.address, "address", "", "service address to register (default: the agent's node address)")
+	fs.IntVar(&o.port, "port", 0, "service port; the service is passing only while the command listens on it")
+	fs.StringArrayVar(&o.tags, "tag", nil, "service tag (repeatable)")
+	fs.StringArrayVar(&o.tags, "tags", nil, "same as --tag (ianitor's name)")
+	fs.StringArrayVar(&o.meta, "meta", nil, "service meta as key=value (repeatable)")
+	o.ttl = seconds(wrapper.DefaultTTL)
+	fs.Var(&o.ttl, "ttl", "TTL of the check: a duration (10s) or seconds (10, 2.5)")
+	fs.Var(&o.heartbeat, "heartbeat", "how often an unchanged status is refreshed; shorter than --ttl (default ttl/3)")
+	o.checkInterval = seconds(wrapper.DefaultCheckInterval)
+	fs.Var(&o.checkInterval, "check-interval", "how often readiness is re-read while ready (a stopped listener turns critical within it)")
+	o.deregisterAfter = seconds(wrapper.DefaultDeregisterAfter)
+	fs.Var(&o.deregisterAfter, "deregister-after", "Consul removes the service when its check stays critical this long, e.g. after svcwrap is SIGKILLed (minimum 1m; 0: never)")
+	fs.StringVar(&o.deregister, "deregister", "on-exit", "when to deregister after the command ends: on-exit, on-success (a failure stays visible, critical), never")
+
+	fs.Var(&o.drain, "drain", "on SIGTERM/SIGINT, wait this long after deregistering before forwarding the stop signal")
+	o.killTimeout = seconds(wrapper.DefaultKillTimeout)
+	fs.Var(&o.killTimeout, "kill-timeout", "after the stop signal, wait this long, then SIGKILL the command's process group")
+	fs.StringVar(&o.stopSignal, "stop-signal", "", "signal to forward instead of SIGTERM/SIGINT on stop, e.g. QUIT (default: the one received)")
+	fs.BoolVar(&o.keepChild, "keep-child", false, "let the command outlive svcwrap if svcwrap is killed with SIGKILL (no parent-death signal)")
+	fs.StringVar(&o.reap, "reap", "auto", "reap every orphaned process, as PID 1 must: auto (when PID 1), always, never")
+
+	fs.CountVarP(&o.verbose, "verbose", "v", "log to stderr: -v errors, -vv warnings, -vvv everything")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+}
+
+// config checks the command line and turns it into the lifecycle's and the
+// Consul client's configurations. Every error is a usage error.
+func (o *options) config(cmd *cobra.Command, args []string) (wrapper.Config, consulclient.Config, error) {
+	var cfg wrapper.Config
+	var ccfg consulclient.Config
+	dash := cmd.ArgsLenAtDash()
+	switch {
+	case dash < 0 && len(args) == 0:
+		return cfg, ccfg, errors.New("missing service name and command: " + usageLine)
+	case dash < 0:
+		return cfg, ccfg, errors.New("missing -- between the service name and the command: " + usageLine)
+	case dash == 0:
+		return cfg, ccfg, errors.New("missing service name before --: " + usageLine)
+	case dash > 1:
+		return cfg, ccfg, fmt.Errorf("one service name expected before --, got %d: %s", dash, strings.Join(args[:dash], " "))
+	case dash == len(args):
+		return cfg, ccfg, errors.New("missing command after --")
+	}
+	fs := cmd.Flags()
+	if fs.Changed("port") && (o.port < 1 || o.port > 65535) {
+		return cfg, ccfg, fmt.Errorf("--port %d: want a port in 1-65535", o.port)
+	}
+	meta := map[string]string{}
+	for _, kv := range o.meta {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return cfg, ccfg, fmt.Errorf("--meta %q: want key=value", kv)
+		}
+		meta[k] = v
+	}
+	for _, t := range o.tags {
+		if strings.TrimSpace(t) == "" {
+			return cfg, ccfg, errors.New("--tag: empty tag")
+		}
+	}
+	for name, d := range map[string]seconds{"ttl": o.ttl, "heartbeat": o.heartbeat, "check-interval": o.checkInterval, "kill-timeout": o.killTimeout} {
+		if fs.Changed(name) && d <= 0 {
+			return cfg, ccfg, fmt.Errorf("--%s %s: must be positive", name, time.Duration(d))
+		}
+	}
+	if o.drain < 0 {
+		return cfg, ccfg, fmt.Errorf("--drain %s: must not be negative", time.Duration(o.drain))
+	}
+	policy, err := wrapper.ParsePolicy(o.deregister)
+	if err != nil {
+		return cfg, ccfg, err
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return cfg, ccfg, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+	}
+	cfg = wrapper.Config{
+		Name:          args[0],
+		ID:            o.id,
+		Tags:          o.tags,
+		Meta:          meta,
+		Address:       o.address,
+		Port:          o.port,
+		Command:       args[dash:],
+		TTL:           time.Duration(o.ttl),
+		Heartbeat:     time.Duration(o.heartbeat),
+		CheckInterval: time.Duration(o.checkInterval),
+		Deregister:    policy,
+		Drain:         time.Duration(o.drain),
+		KillTimeout:   time.Duration(o.killTimeout),
+		ConsulTimeout: o.consulTimeout,
+		KeepChild:     o.keepChild,
+		Terminal:      true,
+	}
+	cfg.DeregisterAfter = time.Duration(o.deregisterAfter)
+	if cfg.DeregisterAfter == 0 {
+		cfg.DeregisterAfter = -1 // the flag's 0 means never
+	}
+	if o.stopSignal != "" {
+		if cfg.StopSignal, err = signals.Parse(o.stopSignal); err != nil {
+			return cfg, ccfg, fmt.Errorf("--stop-signal: %w", err)
+		}
+	}
+	switch o.reap {
+	case "auto":
+		cfg.ReapAll = os.Getpid() == 1
+	case "always":
+		cfg.ReapAll = true
+	case "never":
+	default:
+		return cfg, ccfg, fmt.Errorf("--reap %q: want auto, always or never", o.reap)
+	}
+	if o.consulTimeout <= 0 {
+		return cfg, ccfg, fmt.Errorf("--consul-timeout %s: must be positive", o.consulTimeout)
+	}
+	if o.tokenFile != "" {
+		if _, err := os.ReadFile(o.tokenFile); err != nil {
+			return cfg, ccfg, fmt.Errorf("--token-file: %w", err)
+		}
+	}
+	ccfg = consulclient.Config{
+		Addrs:     splitList(o.consul),
+		Timeout:   o.consulTimeout,
+		TokenFile: o.tokenFile,
+		CAFile:    o.caFile, CertFile: o.clientCert, KeyFile: o.clientKey,
+		TLSServerName: o.tlsServerName,
+	}
+	return cfg, ccfg, nil
+}
+
+// splitList flattens "a,b" entries and drops empty ones.
+func splitList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, part := range strings.Split(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
+}
+
+// applyEnv sets each flag not given on the command line from SVCWRAP_<FLAG>.
+// List flags take a comma-separated list.
+func applyEnv(fs *pflag.FlagSet, environ []string) error {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "SVCWRAP_") {
+			env[k] = v
+		}
+	}
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		name := "SVCWRAP_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v, ok := env[name]
+		if !ok || f.Changed || err != nil || f.Name == "help" || f.Name == "version" {
+			return
+		}
+		values := []string{v}
+		if f.Value.Type() == "stringArray" {
+			values = splitList([]string{v})
+		}
+		for _, value := range values {
+			if e := fs.Set(f.Name, value); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+				return
+			}
+		}
+	})
+	return err
+}
+
+// newLogger logs to stderr at ianitor's levels: silent by default, -v errors,
+// -vv warnings, -vvv everything.
+func newLogger(w io.Writer, verbose int, format string) *slog.Logger {
+	var level slog.Level
+	switch verbose {
+	case 0:
+		return slog.New(slog.DiscardHandler)
+	case 1:
+		level = slog.LevelError
+	case 2:
+		level = slog.LevelWarn
+	default:
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// seconds is a duration flag that also takes plain seconds, as ianitor's
+// --ttl and --heartbeat do: "10", "2.5" and "10s" all work.
+type seconds time.Duration
+
+func (s *seconds) String() string {
+	if *s == 0 {
+		return ""
+	}
+	return time.Duration(*s).String()
+}
+
+func (s *seconds) Set(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		*s = seconds(f * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("want a duration (10s) or seconds (10)")
+	}
+	*s = seconds(d)
+	return nil
+}
+
+func (s *seconds) Type() string { return "duration" }

@@ -1,0 +1,22 @@
+// Command svcwrap runs one command as a Consul service: registered with a TTL
+// check while it runs and is ready, its signals forwarded, and gone from
+// Consul the moment it exits.
+//
+//	svcwrap [flags] SERVICE -- COMMAND [ARG...]
+package main
+
+import (
+	"os"
+
+	"github.com/svcwrap/svcwrap/signals"
+)
+
+func main() {
+	// Catch signals before anything else, so none that arrives while svcwrap
+	// starts is lost; the lifecycle forwards them once the child runs.
+	sigs := make(chan os.Signal, 64)
+	stop := signals.Notify(sigs)
+	code := run(os.Args[1:], os.Stdout, os.Stderr, os.Environ(), sigs)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,207 @@
+package wrapper
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Config. They are the command line's defaults
+// too, so that a library user and a shell user get the same behaviour.
+const (
+	DefaultTTL             = 10 * time.Second
+	DefaultCheckInterval   = time.Second
+	DefaultDeregisterAfter = time.Minute
+	DefaultKillTimeout     = 10 * time.Second
+	DefaultConsulTimeout   = 5 * time.Second
+)
+
+// Policy says when svcwrap removes the service from Consul after the child ends.
+type Policy int
+
+const (
+	// DeregisterOnExit removes the service whenever the child ends.
+	DeregisterOnExit Policy = iota
+	// DeregisterOnSuccess removes it only when the child exited 0, or ended
+	// through the stop signal svcwrap forwarded on request. A failed child's
+	// service stays, critical, so the failure shows in Consul until the
+	// reaper removes it after DeregisterAfter.
+	DeregisterOnSuccess
+	// DeregisterNever leaves the service, critical, for Consul's reaper.
+	DeregisterNever
+)
+
+// ParsePolicy reads "on-exit", "on-success" or "never".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "on-exit", "always":
+		return DeregisterOnExit, nil
+	case "on-success":
+		return DeregisterOnSuccess, nil
+	case "never":
+		return DeregisterNever, nil
+	}
+	return 0, fmt.Errorf("--deregister %q: want on-exit, on-success or never", s)
+}
+
+func (p Policy) String() string {
+	switch p {
+	case DeregisterOnSuccess:
+		return "on-success"
+	case DeregisterNever:
+		return "never"
+	}
+	return "on-exit"
+}
+
+// Config is everything Run needs. Each field's zero value is documented; zero
+// values give the command line's defaults.
+type Config struct {
+	// Name is the Consul service name. Required.
+	Name string
+	// ID is the service ID. Empty: Name, as Consul and ianitor do.
+	ID string
+	// Tags and Meta are registered as given. An empty tag is an error.
+	Tags []string
+	Meta map[string]string
+	// Address is the registered address. Empty: the agent's node address.
+	Address string
+	// Port is the registered port, and the port the child must listen on
+	// before it counts as ready. Zero: no port; ready means alive.
+	Port int
+
+	// Command is the child's argv. Required; no shell is involved.
+	Command []string
+
+	// TTL is the check's time to live. Zero: DefaultTTL.
+	TTL time.Duration
+	// Heartbeat is how often an unchanged status is refreshed; it must be
+	// shorter than TTL. Zero: TTL/3, which keeps a refresh in hand should one
+	// be lost, at a third of ianitor's request rate.
+	Heartbeat time.Duration
+	// CheckInterval is how often readiness is read while the child is ready;
+	// a child that stops listening turns critical within one interval. While
+	// it is not ready, svcwrap looks far more often (see pendingInterval), so
+	// that it turns passing moments after it starts listening.
+	// Zero: DefaultCheckInterval.
+	CheckInterval time.Duration
+	// DeregisterAfter is the check's DeregisterCriticalServiceAfter: how long
+	// Consul keeps a service whose check stays critical, which is what cleans
+	// up after a svcwrap killed by SIGKILL. Consul's minimum is one minute.
+	// Zero: DefaultDeregisterAfter; negative: never.
+	DeregisterAfter time.Duration
+	// Deregister says when the service is removed after the child ends.
+	// Zero: DeregisterOnExit.
+	Deregister Policy
+
+	// Drain is how long to wait, between deregistering and forwarding the
+	// stop signal, for clients to notice. Zero: no wait.
+	Drain time.Duration
+	// KillTimeout is how long the child has to end after the stop signal
+	// before its whole process group is killed. Zero: DefaultKillTimeout.
+	KillTimeout time.Duration
+	// StopSignal replaces SIGTERM and SIGINT when svcwrap forwards a stop
+	// (SIGQUIT for nginx's graceful stop, say). Zero: forward the signal
+	// svcwrap received.
+	StopSignal syscall.Signal
+	// ConsulTimeout bounds each request to Consul and the deregistration at
+	// the end. Zero: DefaultConsulTimeout.
+	ConsulTimeout time.Duration
+
+	// KeepChild turns off the parent-death signal: the child then survives a
+	// svcwrap killed with SIGKILL. False: the kernel kills the child with it.
+	KeepChild bool
+	// ReapAll makes svcwrap reap every process reparented to it, as PID 1
+	// must. False: only the child is waited for.
+	ReapAll bool
+	// Terminal gives the child the terminal's foreground when svcwrap has it,
+	// so that a child such as `nc -l` can read it and a Ctrl-C reaches the
+	// child once, directly. False: the child never owns the terminal.
+	Terminal bool
+
+	// Signals delivers the signals svcwrap received (signals.Notify in main).
+	// Nil: none are forwarded, and only the child's exit or ctx ends Run.
+	Signals <-chan os.Signal
+	// Logger receives svcwrap's own log. Nil: nothing is logged.
+	Logger *slog.Logger
+	// Start starts the child. Nil: signals.Start. Tests put a fake here.
+	Start StartFunc
+}
+
+// ErrUsage marks a configuration error; the command line exits 2 for it.
+var ErrUsage = errors.New("usage")
+
+func usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// withDefaults returns cfg with every zero value replaced by its default, and
+// an error wrapping ErrUsage for the first thing that is wrong with it.
+func (cfg Config) withDefaults() (Config, error) {
+	if strings.TrimSpace(cfg.Name) == "" {
+		return cfg, usagef("missing service name")
+	}
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
+		return cfg, usagef("missing command after --")
+	}
+	if cfg.ID == "" {
+		cfg.ID = cfg.Name
+	}
+	for _, t := range cfg.Tags {
+		if strings.TrimSpace(t) == "" {
+			return cfg, usagef("empty tag")
+		}
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return cfg, usagef("port %d outside 1-65535", cfg.Port)
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.TTL < 0 {
+		return cfg, usagef("ttl %s must be positive", cfg.TTL)
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = cfg.TTL / 3
+	}
+	if cfg.Heartbeat <= 0 {
+		return cfg, usagef("heartbeat %s must be positive", cfg.Heartbeat)
+	}
+	if cfg.Heartbeat >= cfg.TTL {
+		return cfg, usagef("heartbeat %s must be shorter than ttl %s", cfg.Heartbeat, cfg.TTL)
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = DefaultCheckInterval
+	}
+	if cfg.CheckInterval < 0 {
+		return cfg, usagef("check interval %s must be positive", cfg.CheckInterval)
+	}
+	switch {
+	case cfg.DeregisterAfter == 0:
+		cfg.DeregisterAfter = DefaultDeregisterAfter
+	case cfg.DeregisterAfter < 0:
+		cfg.DeregisterAfter = 0 // never reaped
+	case cfg.DeregisterAfter < time.Minute:
+		return cfg, usagef("deregister-after %s is below Consul's minimum of 1m", cfg.DeregisterAfter)
+	}
+	if cfg.Drain < 0 {
+		return cfg, usagef("drain %s must not be negative", cfg.Drain)
+	}
+	if cfg.KillTimeout == 0 {
+		cfg.KillTimeout = DefaultKillTimeout
+	}
+	if cfg.KillTimeout < 0 {
+		return cfg, usagef("kill timeout %s must be positive", cfg.KillTimeout)
+	}
+	if cfg.ConsulTimeout <= 0 {
+		cfg.ConsulTimeout = DefaultConsulTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,356 @@
+// Package wrapper is svcwrap's lifecycle: start the child, register it in
+// Consul, keep its check true while it runs, stop it cleanly, and turn its end
+// into an exit code. Run reads top to bottom; the pieces it drives (checks,
+// Consul, processes and signals) sit behind the small interfaces below.
+package wrapper
+
+import (
+	"context"
+	"errors"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/svcwrap/svcwrap/check"
+	"github.com/svcwrap/svcwrap/consulclient"
+	"github.com/svcwrap/svcwrap/signals"
+)
+
+// Exit codes of svcwrap's own making; any other code is the child's.
+const (
+	ExitUsage         = 2   // bad input; nothing started, nothing registered
+	ExitNotExecutable = 126 // the command exists but cannot be run
+	ExitNotFound      = 127 // the command does not exist
+)
+
+// ErrIDInUse means another svcwrap that is still alive holds the service ID on
+// the agent. svcwrap stops its own child and leaves that registration alone.
+var ErrIDInUse = errors.New("service ID held by another running svcwrap")
+
+// Registry is what the lifecycle needs from Consul.
+type Registry interface {
+	Register(ctx context.Context, s consulclient.Service) error
+	SetStatus(ctx context.Context, serviceID, status, output string) error
+	Deregister(ctx context.Context, serviceID string) error
+	Holder(ctx context.Context, serviceID string) (*consulclient.Holder, error)
+}
+
+// Process is the running child, a process group of its own.
+type Process interface {
+	Pid() int
+	Done() <-chan signals.Exit
+	Signal(sig syscall.Signal) error // to the whole group
+	Kill() error                     // SIGKILL to the whole group
+	GroupAlive() bool
+	Release()
+}
+
+// Checker tells whether the child is ready right now.
+type Checker interface {
+	Check(ctx context.Context) check.Result
+}
+
+var (
+	_ Registry = (*consulclient.Client)(nil)
+	_ Process  = (*signals.Child)(nil)
+	_ Checker  = check.Port{}
+)
+
+// StartFunc starts the child. Config.Start replaces signals.Start in tests.
+type StartFunc func(signals.Options) (Process, error)
+
+// Run runs cfg.Command as a service registered in reg until the child ends,
+// and returns the exit code svcwrap should exit with: the child's, 128+N if
+// signal N killed it. A non-nil error comes with one of svcwrap's own codes
+// (ExitUsage, ExitNotFound, ExitNotExecutable) and says what went wrong in one
+// line. Cancelling ctx stops the child as SIGTERM would.
+func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
+	// 1. Validate the whole configuration first: bad input starts nothing.
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return ExitUsage, err
+	}
+	log := cfg.Logger
+
+	// 2. Start the child at once, whatever Consul's state.
+	child, err := cfg.start()
+	if err != nil {
+		return startErrorCode(err), err
+	}
+	defer child.Release()
+	log.Info("started", "command", cfg.Command[0], "pid", child.Pid())
+
+	// 3. Register and keep the check true in the background, so that Consul,
+	// slow or gone, never holds up the loop below.
+	sync := newSyncer(cfg, reg)
+	syncCtx, cancelSync := context.WithCancel(context.WithoutCancel(ctx))
+	syncDone := make(chan struct{})
+	stopSync := func() { cancelSync(); <-syncDone }
+	go func() { defer close(syncDone); sync.run(syncCtx) }()
+	defer stopSync()
+
+	probe := newProbe(cfg, child.Pid())
+	sync.want(probe.check(ctx))
+	checkTimer := time.NewTimer(probe.next())
+	defer checkTimer.Stop()
+
+	// 4. Supervise: one loop over the child's end, signals, checks and Consul.
+	st := stopper{cfg: cfg, reg: reg, child: child, stopSync: stopSync, owned: true}
+	defer st.stopTimers()
+	ctxDone := ctx.Done()
+	for {
+		select {
+		case exit := <-child.Done():
+			// 5. Stop: the child has ended, by itself or by request.
+			return st.finish(exit)
+
+		case sig := <-cfg.Signals:
+			st.signal(sig)
+
+		case <-ctxDone:
+			ctxDone = nil
+			st.begin(syscall.SIGTERM)
+
+		case <-checkTimer.C:
+			sync.want(probe.check(ctx))
+			checkTimer.Reset(probe.next())
+
+		case err := <-sync.fatal:
+			log.Error("stopping the command", "error", err)
+			st.fail(err)
+
+		case <-st.drained:
+			st.forwardStop()
+
+		case <-st.killAt:
+			log.Warn("kill timeout: killing the process group", "timeout", cfg.KillTimeout)
+			st.kill()
+		}
+	}
+}
+
+// start starts the child as cfg says.
+func (cfg Config) start() (Process, error) {
+	opts := signals.Options{
+		Argv:       cfg.Command,
+		Foreground: cfg.Terminal,
+		ReapAll:    cfg.ReapAll,
+	}
+	if !cfg.KeepChild {
+		opts.ParentDeathSignal = syscall.SIGKILL
+	}
+	if cfg.Start != nil {
+		return cfg.Start(opts)
+	}
+	c, err := signals.Start(opts)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func startErrorCode(err error) int {
+	if errors.Is(err, signals.ErrNotFound) {
+		return ExitNotFound
+	}
+	return ExitNotExecutable
+}
+
+// stopper is the stop sequence, written once. Every step is idempotent, so a
+// second signal, the kill timeout and the child's end may arrive in any order.
+type stopper struct {
+	cfg      Config
+	reg      Registry
+	child    Process
+	stopSync func()
+
+	owned        bool // the registration is ours to change
+	deregistered bool
+	requested    syscall.Signal // the stop signal forwarded on request; 0: none yet
+	failure      error          // why svcwrap stopped the child itself
+
+	stopping bool
+	drain    *time.Timer
+	drained  <-chan time.Time
+	killer   *time.Timer
+	killAt   <-chan time.Time
+	killed   bool
+}
+
+// signal handles one signal svcwrap received: a stop signal starts the stop
+// sequence (a second one kills at once); any other is forwarded to the child's
+// group.
+func (s *stopper) signal(sig os.Signal) {
+	ssig, ok := sig.(syscall.Signal)
+	if !ok {
+		return
+	}
+	if !signals.IsStop(sig) {
+		if err := s.child.Signal(ssig); err != nil {
+			s.cfg.Logger.Warn("forward signal", "signal", signals.Name(ssig), "error", err)
+		}
+		return
+	}
+	if s.stopping {
+		s.cfg.Logger.Warn("second stop signal: killing the process group", "signal", signals.Name(ssig))
+		s.kill()
+		return
+	}
+	s.cfg.Logger.Info("stopping", "signal", signals.Name(ssig))
+	s.begin(ssig)
+}
+
+// begin starts the stop sequence: turn traffic away first, wait the drain
+// delay, then forward the stop signal.
+func (s *stopper) begin(received syscall.Signal) {
+	if s.stopping {
+		return
+	}
+	s.stopping = true
+	s.requested = received
+	if s.cfg.StopSignal != 0 {
+		s.requested = s.cfg.StopSignal
+	}
+	s.turnAway()
+	if s.cfg.Drain <= 0 {
+		s.forwardStop()
+		return
+	}
+	s.drain = time.NewTimer(s.cfg.Drain)
+	s.drained = s.drain.C
+}
+
+// fail stops the child because svcwrap cannot do its job (the service ID is
+// taken): the registration is not ours, so Consul is left alone.
+func (s *stopper) fail(err error) {
+	s.failure = err
+	s.owned = false
+	s.begin(syscall.SIGTERM)
+}
+
+// forwardStop sends the stop signal to the child's group and arms the kill
+// timeout.
+func (s *stopper) forwardStop() {
+	s.drained = nil
+	if s.killAt != nil || s.killed {
+		return
+	}
+	if err := s.child.Signal(s.requested); err != nil {
+		s.cfg.Logger.Warn("forward stop signal", "signal", signals.Name(s.requested), "error", err)
+	}
+	s.killer = time.NewTimer(s.cfg.KillTimeout)
+	s.killAt = s.killer.C
+}
+
+// kill sends SIGKILL to the child's whole group.
+func (s *stopper) kill() {
+	s.drained, s.killAt = nil, nil
+	if s.killed {
+		return
+	}
+	s.killed = true
+	if err := s.child.Kill(); err != nil {
+		s.cfg.Logger.Warn("kill process group", "error", err)
+	}
+}
+
+func (s *stopper) stopTimers() {
+	if s.drain != nil {
+		s.drain.Stop()
+	}
+	if s.killer != nil {
+		s.killer.Stop()
+	}
+}
+
+// turnAway is the first step of a stop: turn traffic away from the service
+// before the child hears anything. It deregisters the service or, when the
+// policy keeps it until the outcome is known, makes it critical. The syncer is
+// stopped first, so that no heartbeat can bring the service back.
+func (s *stopper) turnAway() {
+	s.stopSync()
+	if !s.owned {
+		return
+	}
+	if s.cfg.Deregister == DeregisterOnExit {
+		s.deregister()
+		return
+	}
+	s.markCritical("svcwrap: stopping")
+}
+
+// settle leaves Consul as the policy says once the child has ended.
+func (s *stopper) settle(exit signals.Exit) {
+	s.stopSync()
+	if !s.owned || s.deregistered {
+		return
+	}
+	if s.cfg.Deregister == DeregisterOnExit || (s.cfg.Deregister == DeregisterOnSuccess && s.succeeded(exit)) {
+		s.deregister()
+		return
+	}
+	s.markCritical("svcwrap: command ended: " + exit.String())
+}
+
+// succeeded reports whether the child's end counts as a success for
+// DeregisterOnSuccess: exit 0, or the end svcwrap asked for.
+func (s *stopper) succeeded(exit signals.Exit) bool {
+	return exit.Code == 0 || (s.requested != 0 && !s.killed && exit.Signal == s.requested)
+}
+
+// deregister removes the service, bounded by the Consul timeout on a context
+// of its own: a stop must not be skipped because the caller's was cancelled.
+func (s *stopper) deregister() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConsulTimeout)
+	defer cancel()
+	if err := s.reg.Deregister(ctx, s.cfg.ID); err != nil {
+		s.cfg.Logger.Error("deregister", "error", err)
+		return
+	}
+	s.deregistered = true
+	s.cfg.Logger.Info("deregistered", "service", s.cfg.ID)
+}
+
+// markCritical keeps the service but turns its check critical with output,
+// which says why: DNS and health queries stop returning it at once.
+func (s *stopper) markCritical(output string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConsulTimeout)
+	defer cancel()
+	if err := s.reg.SetStatus(ctx, s.cfg.ID, check.Critical.String(), output); err != nil {
+		s.cfg.Logger.Error("mark service critical", "error", err)
+	}
+}
+
+// finish handles the child's end: settle Consul, make sure no process of the
+// child's group outlives svcwrap, and return the exit code.
+func (s *stopper) finish(exit signals.Exit) (int, error) {
+	s.cfg.Logger.Info("command ended", "status", exit.String())
+	s.settle(exit)
+	s.reapGroup()
+	s.child.Release()
+	if s.failure != nil {
+		return ExitUsage, s.failure
+	}
+	return exit.Code, nil
+}
+
+// reapGroup ends what is left of the child's process group once its leader
+// has gone (`sh -c 'server &'`): the stop signal, the rest of the kill
+// timeout, then SIGKILL.
+func (s *stopper) reapGroup() {
+	if !s.child.GroupAlive() {
+		return
+	}
+	if !s.killed {
+		sig := s.requested
+		if sig == 0 {
+			sig = syscall.SIGTERM
+		}
+		_ = s.child.Signal(sig)
+		deadline := time.Now().Add(s.cfg.KillTimeout)
+		for s.child.GroupAlive() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	_ = s.child.Kill()
+}
