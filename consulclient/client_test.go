@@ -1,0 +1,178 @@
+package consulclient_test
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/svcwrap/svcwrap/consulclient"
+	"github.com/svcwrap/svcwrap/internal/consultest"
+)
+
+func service(id string) consulclient.Service {
+	return consulclient.Service{
+		ID: id, Name: "web", Tags: []string{"a", "b"}, Meta: map[string]string{"team": "x"},
+		Address: "127.0.0.9", Port: 8080, TTL: 10 * time.Second, DeregisterAfter: time.Minute,
+		Status: api.HealthCritical, Output: "starting",
+	}
+}
+
+// deadAddr is a loopback address where nothing listens.
+func deadAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+func TestClient_RegisterStatusDeregister(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}})
+	require.NoError(t, err)
+	ctx := t.Context()
+
+	require.NoError(t, c.Register(ctx, service("web-1")))
+	svc, _, err := agent.Client.Agent().Service("web-1", nil)
+	require.NoError(t, err)
+	assert.Equal(t, "web", svc.Service)
+	assert.Equal(t, []string{"a", "b"}, svc.Tags)
+	assert.Equal(t, "x", svc.Meta["team"])
+	assert.Equal(t, "127.0.0.9", svc.Address)
+	assert.Equal(t, 8080, svc.Port)
+
+	checks, err := agent.Client.Agent().Checks()
+	require.NoError(t, err)
+	chk := checks["service:web-1"]
+	require.NotNil(t, chk, "the TTL check is registered as service:<ID>")
+	assert.Equal(t, api.HealthCritical, chk.Status)
+	assert.Equal(t, "starting", chk.Output)
+	// DeregisterCriticalServiceAfter is not shown by the agent's API; the
+	// SIGKILL test in the command's tests sees the reaper act on it.
+
+	require.NoError(t, c.SetStatus(ctx, "web-1", api.HealthPassing, "ready"))
+	consultest.WaitServiceStatus(t, agent.Client, "web-1", api.HealthPassing, 5*time.Second)
+
+	h, err := c.Holder(ctx, "web-1")
+	require.NoError(t, err)
+	require.NotNil(t, h)
+	assert.Equal(t, "x", h.Meta["team"])
+	assert.Equal(t, api.HealthPassing, h.CheckStatus)
+	assert.False(t, h.TTLExpired())
+
+	require.NoError(t, c.Deregister(ctx, "web-1"))
+	consultest.WaitServiceGone(t, agent.Client, "web-1", 5*time.Second)
+	require.NoError(t, c.Deregister(ctx, "web-1"), "deregistering a service that is gone is success")
+
+	h, err = c.Holder(ctx, "web-1")
+	require.NoError(t, err)
+	assert.Nil(t, h)
+}
+
+func TestClient_SetStatusOnForgottenService(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}})
+	require.NoError(t, err)
+	err = c.SetStatus(t.Context(), "nobody", api.HealthPassing, "")
+	require.Error(t, err)
+	assert.ErrorIs(t, err, consulclient.ErrNotRegistered)
+}
+
+func TestClient_TTLExpiry(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}})
+	require.NoError(t, err)
+	s := service("short")
+	s.TTL = 200 * time.Millisecond
+	s.Status, s.Output = api.HealthPassing, "ok"
+	require.NoError(t, c.Register(t.Context(), s))
+	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
+		h, err := c.Holder(t.Context(), "short")
+		if err != nil || h == nil {
+			return false, "no holder"
+		}
+		return h.TTLExpired(), h.CheckStatus + ": " + h.CheckOutput
+	}, "the agent marks the lapsed TTL")
+}
+
+func TestClient_FailoverToNextAgent(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{deadAddr(t), agent.HTTPAddr}})
+	require.NoError(t, err)
+	require.NoError(t, c.Register(t.Context(), service("fo")))
+	consultest.WaitServicePresent(t, agent.Client, "fo", 5*time.Second)
+	assert.Contains(t, c.Addr(), agent.HTTPAddr)
+}
+
+func TestClient_AllAgentsDown(t *testing.T) {
+	a, b := deadAddr(t), deadAddr(t)
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{a, b}})
+	require.NoError(t, err)
+	err = c.Register(t.Context(), service("x"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), a)
+	assert.Contains(t, err.Error(), b)
+}
+
+// A hung agent is a fault a real one cannot be made to produce on demand: a
+// server that accepts and never answers.
+func TestClient_HungAgentTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{srv.URL}, Timeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- c.SetStatus(t.Context(), "x", api.HealthPassing, "") }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.ErrorContains(t, err, "deadline exceeded")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a hung agent blocked SetStatus past its timeout")
+	}
+}
+
+// The token is sent, and never appears in an error.
+func TestClient_TokenNeverInErrors(t *testing.T) {
+	const secret = "s3cr3t-t0ken-value"
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Get("X-Consul-Token")
+		http.Error(w, "ACL not found", http.StatusForbidden)
+	}))
+	t.Cleanup(srv.Close)
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(file, []byte(secret+"\n"), 0o600))
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{srv.URL}, TokenFile: file})
+	require.NoError(t, err)
+	err = c.Register(t.Context(), service("x"))
+	require.Error(t, err)
+	assert.Equal(t, secret, got)
+	assert.NotContains(t, err.Error(), secret)
+}
+
+func TestClient_UnreadableTokenFile(t *testing.T) {
+	_, err := consulclient.New(consulclient.Config{TokenFile: filepath.Join(t.TempDir(), "missing")})
+	require.Error(t, err)
+}
+
+func TestClient_EnvironmentAddress(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	t.Setenv("CONSUL_HTTP_ADDR", agent.HTTPAddr)
+	c, err := consulclient.New(consulclient.Config{})
+	require.NoError(t, err)
+	require.NoError(t, c.Register(t.Context(), service("env")))
+	consultest.WaitServicePresent(t, agent.Client, "env", 5*time.Second)
+}
