@@ -1,0 +1,221 @@
+package wrapper_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/svcwrap/svcwrap/consulclient"
+	"github.com/svcwrap/svcwrap/signals"
+	"github.com/svcwrap/svcwrap/wrapper"
+)
+
+// journal is the ordered record of what the lifecycle did to Consul and to the
+// child, shared by the fakes so tests can assert on order.
+type journal struct {
+	mu      sync.Mutex
+	entries []string
+	changed chan struct{}
+}
+
+func newJournal() *journal { return &journal{changed: make(chan struct{}, 1)} }
+
+func (j *journal) add(format string, args ...any) {
+	j.mu.Lock()
+	j.entries = append(j.entries, fmt.Sprintf(format, args...))
+	j.mu.Unlock()
+	select {
+	case j.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (j *journal) all() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]string(nil), j.entries...)
+}
+
+func (j *journal) index(entry string) int {
+	for i, e := range j.all() {
+		if e == entry {
+			return i
+		}
+	}
+	return -1
+}
+
+// waitFor blocks until entry is in the journal, or fails the test.
+func (j *journal) waitFor(t *testing.T, entry string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for j.index(entry) < 0 {
+		select {
+		case <-j.changed:
+		case <-time.After(5 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("timed out waiting for %q; journal: %q", entry, j.all())
+		}
+	}
+}
+
+// fakeRegistry is a Registry that records calls. holder, when set, is what
+// Holder returns.
+type fakeRegistry struct {
+	j      *journal
+	mu     sync.Mutex
+	holder *consulclient.Holder
+	fail   error // returned by every call while set
+}
+
+func (r *fakeRegistry) err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fail
+}
+
+func (r *fakeRegistry) Register(_ context.Context, s consulclient.Service) error {
+	if err := r.err(); err != nil {
+		return err
+	}
+	r.j.add("register %s %s", s.ID, s.Status)
+	return nil
+}
+
+func (r *fakeRegistry) SetStatus(_ context.Context, id, status, output string) error {
+	if err := r.err(); err != nil {
+		return err
+	}
+	r.j.add("status %s %s", id, status)
+	return nil
+}
+
+func (r *fakeRegistry) Deregister(_ context.Context, id string) error {
+	if err := r.err(); err != nil {
+		return err
+	}
+	r.j.add("deregister %s", id)
+	return nil
+}
+
+func (r *fakeRegistry) Holder(context.Context, string) (*consulclient.Holder, error) {
+	if err := r.err(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.holder, nil
+}
+
+// fakeChild is a Process the test ends by hand. Signals are recorded; onSignal
+// decides what the child does with one.
+type fakeChild struct {
+	j        *journal
+	done     chan signals.Exit
+	once     sync.Once
+	onSignal func(c *fakeChild, sig syscall.Signal)
+}
+
+func (c *fakeChild) Pid() int                  { return 4242 }
+func (c *fakeChild) Done() <-chan signals.Exit { return c.done }
+func (c *fakeChild) GroupAlive() bool          { return false }
+func (c *fakeChild) Release()                  {}
+
+func (c *fakeChild) exit(e signals.Exit) { c.once.Do(func() { c.done <- e }) }
+
+func (c *fakeChild) Signal(sig syscall.Signal) error {
+	c.j.add("signal %s", signals.Name(sig))
+	if c.onSignal != nil {
+		c.onSignal(c, sig)
+	}
+	return nil
+}
+
+func (c *fakeChild) Kill() error {
+	c.j.add("kill")
+	c.exit(signals.Exit{Code: 128 + int(syscall.SIGKILL), Signal: syscall.SIGKILL})
+	return nil
+}
+
+// diesOn makes the child end, killed by the signal, when it receives it.
+func diesOn(want syscall.Signal) func(*fakeChild, syscall.Signal) {
+	return func(c *fakeChild, sig syscall.Signal) {
+		if sig == want {
+			c.exit(signals.Exit{Code: 128 + int(sig), Signal: sig})
+		}
+	}
+}
+
+type fakeRun struct {
+	j     *journal
+	reg   *fakeRegistry
+	child *fakeChild
+	sigs  chan<- os.Signal
+	done  chan result
+}
+
+type result struct {
+	code int
+	err  error
+}
+
+// startFake runs the lifecycle with a fake child and registry, and returns
+// once the service is registered.
+func startFake(t *testing.T, cfg wrapper.Config, onSignal func(*fakeChild, syscall.Signal), prep ...func(*fakeRun)) *fakeRun {
+	t.Helper()
+	j := newJournal()
+	r := &fakeRun{
+		j:     j,
+		reg:   &fakeRegistry{j: j},
+		child: &fakeChild{j: j, done: make(chan signals.Exit, 1), onSignal: onSignal},
+		done:  make(chan result, 1),
+	}
+	sigs := make(chan os.Signal, 8)
+	r.sigs = sigs
+	if cfg.Name == "" {
+		cfg.Name = "web"
+	}
+	if cfg.Command == nil {
+		cfg.Command = []string{"web"}
+	}
+	cfg.Signals = sigs
+	cfg.Start = func(signals.Options) (wrapper.Process, error) { return r.child, nil }
+	for _, p := range prep {
+		p(r)
+	}
+	go func() {
+		code, err := wrapper.Run(context.Background(), cfg, r.reg)
+		r.done <- result{code, err}
+	}()
+	t.Cleanup(func() {
+		r.child.exit(signals.Exit{Code: 0})
+		r.wait(t)
+	})
+	return r
+}
+
+func (r *fakeRun) wait(t *testing.T) result {
+	t.Helper()
+	select {
+	case res := <-r.done:
+		r.done <- res // later calls see it too
+		return res
+	case <-time.After(10 * time.Second):
+		t.Fatalf("wrapper.Run did not return; journal: %q", r.j.all())
+		return result{}
+	}
+}
+
+func requireBefore(t *testing.T, j *journal, first, then string) {
+	t.Helper()
+	i, k := j.index(first), j.index(then)
+	require.GreaterOrEqual(t, i, 0, "%q missing from %q", first, j.all())
+	require.GreaterOrEqual(t, k, 0, "%q missing from %q", then, j.all())
+	require.Less(t, i, k, "%q must come before %q: %q", first, then, j.all())
+}
