@@ -1,0 +1,40 @@
+# svcwrap: build, test, demo. `make test` is what CI runs (.ci/run).
+
+GO     ?= go
+CONSUL := bin/consul
+
+.PHONY: all build consul deps test demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/svcwrap .
+
+# The real Consul agent the tests and the demo run, built from tools/consul
+# (a separate module). Rebuilt only when missing or older than that module.
+consul: $(CONSUL)
+	@echo "consul agent: $(CONSUL) is up to date"
+
+$(CONSUL): tools/consul/go.mod tools/consul/go.sum tools/consul/main.go
+	@echo "building $(CONSUL) from tools/consul (several minutes on an empty module cache)"
+	mkdir -p bin
+	cd tools/consul && $(GO) build -o ../../$(CONSUL).tmp .
+	mv $(CONSUL).tmp $(CONSUL)
+	touch $(CONSUL)
+
+deps:
+	scripts/deps.sh
+
+test: deps consul build
+	$(GO) vet ./...
+	$(GO) test -race ./...
+
+demo: deps consul build
+	scripts/demo.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . ./...
+
+# Keeps bin/consul, which takes minutes to build: `rm bin/consul` for that.
+clean:
+	rm -f bin/svcwrap $(CONSUL).tmp
