@@ -183,7 +183,10 @@ func TestLifecycle_AgentDownAtStart(t *testing.T) {
 
 func TestLifecycle_BadConfigStartsNothing(t *testing.T) {
 	started := false
-	start := func(signals.Options) (wrapper.Process, error) { started = true; return nil, errors.New("must not start") }
+	start := func(signals.Options) (wrapper.Process, error) {
+		started = true
+		return nil, errors.New("must not start")
+	}
 	cases := map[string]wrapper.Config{
 		"no-name":             {Command: []string{"x"}},
 		"no-command":          {Name: "web"},
