@@ -1,0 +1,300 @@
+//go:build linux
+
+package check
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// procRoot is where the kernel's process information is mounted.
+const procRoot = "/proc"
+
+// bufPool holds the read buffers of Listening: one wrapper runs it about once a
+// second (every ~20 ms while the child is not ready), and a thousand wrappers
+// may share a small machine, so the hot path should not allocate a buffer
+// per call.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+// Listening reports whether the process tree rooted at pid (pid itself, its
+// threads, and all its descendants) has a TCP socket in LISTEN state on port,
+// on any local address, IPv4 or IPv6.
+//
+// It reads the kernel's state and never connects to the port, so it cannot
+// steal a connection from a server that accepts only one. It first asks which
+// sockets listen on port in pid's network namespace (see listenInodes: the
+// child may live in another namespace than svcwrap); only when there is one
+// does it walk the process tree and look for it among the processes' open
+// files. So the common not-ready case stays cheap, and a socket held by an
+// unrelated process on the same port does not count.
+//
+// A process of the tree that exits during the walk, or whose open files may
+// not be read, is skipped. If pid itself does not exist (or has exited and is
+// a zombie), the error wraps os.ErrNotExist. Invalid arguments wrap
+// os.ErrInvalid. Whenever the error is not nil, the bool is false.
+func Listening(pid, port int) (bool, error) {
+	if pid <= 0 {
+		return false, fmt.Errorf("listening check: pid %d: %w", pid, os.ErrInvalid)
+	}
+	if port < 1 || port > 65535 {
+		return false, fmt.Errorf("listening check: port %d: %w", port, os.ErrInvalid)
+	}
+
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+
+	// Find the sockets listening on port in pid's network namespace.
+	var inodeArray [4]uint64 // enough for v4 + v6 + a few SO_REUSEPORT twins
+	inodes, err := listenInodes(inodeArray[:0], pid, port, buf)
+	if err != nil || len(inodes) == 0 {
+		return false, err
+	}
+
+	// Look for one of them among the open files of the tree.
+	return treeHoldsSocket(pid, inodes, buf)
+}
+
+// treeHoldsSocket reports whether pid or one of its descendants has one of the
+// sockets inodes open. It goes breadth first, so the usual case, a child that
+// listens itself, costs one directory of file descriptors.
+func treeHoldsSocket(pid int, inodes []uint64, buf []byte) (bool, error) {
+	listChildren := appendChildren
+	if detectChildrenFiles(); childrenByScan.Load() {
+		listChildren = (&childScan{}).appendChildren
+	}
+
+	queue := []int{pid}
+	seen := map[int]bool{pid: true} // a PID reused mid-walk must not loop
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+
+		holds, err := holdsSocket(p, inodes, buf)
+		if err != nil || holds {
+			return holds, err
+		}
+
+		children, err := listChildren(nil, p, buf)
+		if err != nil {
+			return false, err
+		}
+		for _, c := range children {
+			if !seen[c] {
+				seen[c] = true
+				queue = append(queue, c)
+			}
+		}
+	}
+	return false, nil
+}
+
+// holdsSocket reports whether process pid has one of the sockets inodes open.
+// All threads of a process normally share its file table, so /proc/<pid>/fd
+// covers them. A process that is gone, or whose files we may not read, holds
+// nothing as far as we can tell.
+func holdsSocket(pid int, inodes []uint64, buf []byte) (bool, error) {
+	fdDir := procRoot + "/" + strconv.Itoa(pid) + "/fd/"
+	dir, err := os.Open(fdDir)
+	if err != nil {
+		return false, skipGone(err)
+	}
+	defer dir.Close()
+
+	for {
+		// In batches, to stop early: the listening socket is usually among
+		// the first descriptors a server opens.
+		names, err := dir.Readdirnames(64)
+		for _, name := range names {
+			n, err := syscall.Readlink(fdDir+name, buf)
+			if err != nil {
+				if err = skipGone(err); err != nil {
+					return false, err
+				}
+				continue // closed since we listed it
+			}
+			if inode, ok := socketInode(buf[:n]); ok && slices.Contains(inodes, inode) {
+				return true, nil
+			}
+		}
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, skipGone(err)
+		}
+	}
+}
+
+// socketInode parses the target of a /proc/<pid>/fd link to a socket,
+// "socket:[12345]".
+func socketInode(target []byte) (uint64, bool) {
+	const prefix, suffix = "socket:[", "]"
+	if !bytes.HasPrefix(target, []byte(prefix)) || !bytes.HasSuffix(target, []byte(suffix)) {
+		return 0, false
+	}
+	inode, err := strconv.ParseUint(string(target[len(prefix):len(target)-len(suffix)]), 10, 64)
+	return inode, err == nil
+}
+
+// appendChildren appends the children of process pid to pids. The kernel lists
+// children per thread (/proc/<pid>/task/<tid>/children), and a child forked by
+// any thread belongs to the process, so every thread is read.
+func appendChildren(pids []int, pid int, buf []byte) ([]int, error) {
+	taskDir := procRoot + "/" + strconv.Itoa(pid) + "/task/"
+	dir, err := os.Open(taskDir)
+	if err != nil {
+		return pids, skipGone(err)
+	}
+	tids, err := dir.Readdirnames(-1)
+	dir.Close()
+	if err != nil {
+		return pids, skipGone(err)
+	}
+	for _, tid := range tids {
+		pids, err = appendPIDs(pids, taskDir+tid+"/children", buf)
+		if err != nil {
+			if err = skipGone(err); err != nil {
+				return pids, err
+			}
+		}
+	}
+	return pids, nil
+}
+
+// childrenByScan is set when the kernel has no children files (it was built
+// without CONFIG_PROC_CHILDREN): the tree walk then finds children by reading
+// the parent of every process instead, which costs far more but is right.
+var childrenByScan atomic.Bool
+
+// detectChildrenFiles sets childrenByScan, once, if the kernel has no
+// children files.
+var detectChildrenFiles = sync.OnceFunc(func() {
+	if _, err := os.Stat(procRoot + "/thread-self/children"); errors.Is(err, fs.ErrNotExist) {
+		childrenByScan.Store(true)
+	}
+})
+
+// childScan lists children from the parent PIDs of all processes, read from
+// /proc/<pid>/stat at the first call, for kernels without children files.
+// One childScan serves one tree walk.
+type childScan struct {
+	byParent map[int][]int // nil until the scan
+}
+
+// appendChildren appends the children of process pid to pids.
+func (s *childScan) appendChildren(pids []int, pid int, buf []byte) ([]int, error) {
+	if s.byParent == nil {
+		if err := s.scan(buf); err != nil {
+			return pids, err
+		}
+	}
+	return append(pids, s.byParent[pid]...), nil
+}
+
+// scan reads the parent of every process into s.byParent.
+func (s *childScan) scan(buf []byte) error {
+	dir, err := os.Open(procRoot)
+	if err != nil {
+		return err
+	}
+	names, err := dir.Readdirnames(-1)
+	dir.Close()
+	if err != nil {
+		return err
+	}
+
+	s.byParent = make(map[int][]int)
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil {
+			continue // not a process: /proc/net, /proc/self...
+		}
+		ppid, err := parentPID(procRoot+"/"+name+"/stat", buf)
+		if err != nil {
+			if err = skipGone(err); err != nil {
+				return err
+			}
+			continue
+		}
+		s.byParent[ppid] = append(s.byParent[ppid], pid)
+	}
+	return nil
+}
+
+// parentPID reads the parent PID from the stat file of a process at path:
+// "pid (comm) state ppid ...", where comm may hold spaces and parentheses.
+func parentPID(path string, buf []byte) (int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := f.Read(buf) // stat is one short line; one read returns it all
+	if err != nil {
+		return 0, err
+	}
+	stat := buf[:n]
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("%s: no command name", path)
+	}
+	_, rest := nextField(stat[i+1:]) // state
+	ppid, _ := nextField(rest)
+	return strconv.Atoi(string(ppid))
+}
+
+// appendPIDs appends the space-separated decimal numbers of the file at path
+// to pids, reading it through buf in as many pieces as it takes.
+func appendPIDs(pids []int, path string, buf []byte) ([]int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return pids, err
+	}
+	defer f.Close()
+
+	n, inNumber := 0, false
+	for {
+		k, err := f.Read(buf)
+		for _, c := range buf[:k] {
+			if '0' <= c && c <= '9' {
+				n = n*10 + int(c-'0')
+				inNumber = true
+			} else if inNumber {
+				pids = append(pids, n)
+				n, inNumber = 0, false
+			}
+		}
+		if err == io.EOF {
+			if inNumber {
+				pids = append(pids, n)
+			}
+			return pids, nil
+		}
+		if err != nil {
+			return pids, err
+		}
+	}
+}
+
+// skipGone turns the errors of a process that exited during the walk (ENOENT,
+// ESRCH) or whose details we may not read (EACCES, EPERM) into nil: such a
+// process is skipped, not a failure of the check. Other errors are returned.
+func skipGone(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) || errors.Is(err, fs.ErrPermission) {
+		return nil
+	}
+	return err
+}
