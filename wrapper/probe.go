@@ -8,12 +8,15 @@ import (
 )
 
 // While the child is not ready, readiness is read often, starting at
-// pendingFirst and doubling up to pendingInterval: a child that starts
-// listening turns passing within pendingInterval, and a not-ready check costs
-// two small /proc reads, not a connection.
+// pendingFirst and doubling up to pendingInterval, so that a child that starts
+// listening turns passing within pendingInterval. A not-ready check costs about
+// 40 µs of CPU (one netlink query), which is cheap for one wrapper but not for
+// a thousand that never become ready: after pendingFast without readiness the
+// wait keeps doubling, up to the check interval.
 const (
 	pendingFirst    = time.Millisecond
 	pendingInterval = 20 * time.Millisecond
+	pendingFast     = 10 * time.Second
 )
 
 // probe runs the readiness check and says when to run it next.
@@ -22,6 +25,7 @@ type probe struct {
 	interval time.Duration // while ready
 	pending  time.Duration // next wait while not ready
 	ready    bool
+	since    time.Time // when the child was last seen not ready after being ready, or started
 }
 
 // running is the check without --port: the loop is only here while the child
@@ -33,7 +37,7 @@ func (running) Check(context.Context) check.Result {
 }
 
 func newProbe(cfg Config, pid int) *probe {
-	p := &probe{checker: running{}, interval: cfg.CheckInterval}
+	p := &probe{checker: running{}, interval: cfg.CheckInterval, since: time.Now()}
 	if cfg.Port != 0 {
 		p.checker = check.Port{PID: pid, Port: cfg.Port}
 	}
@@ -45,6 +49,7 @@ func (p *probe) check(ctx context.Context) check.Result {
 	ready := r.Status == check.Passing
 	if !ready && p.ready {
 		p.pending = 0 // lost readiness: look often again
+		p.since = time.Now()
 	}
 	p.ready = ready
 	return r
@@ -57,8 +62,8 @@ func (p *probe) next() time.Duration {
 	switch {
 	case p.pending == 0:
 		p.pending = pendingFirst
-	case p.pending < pendingInterval:
-		p.pending = min(2*p.pending, pendingInterval)
+	case p.pending < pendingInterval || time.Since(p.since) > pendingFast:
+		p.pending = min(2*p.pending, max(pendingInterval, p.interval))
 	}
 	return min(p.pending, p.interval)
 }
