@@ -272,3 +272,82 @@ func TestHelpAndVersion(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(out), "svcwrap")
 }
+
+// An unchanged status is refreshed with the same output: the TTL never
+// lapses, and Consul's servers see no write (the catalog's ModifyIndex of the
+// check stays put).
+func TestHeartbeat_NoServerWrites(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	w := start(t, agent, "--ttl", "1s", "--heartbeat", "100ms", "-vvv", "steady", "--", "sleep", "1000")
+	consultest.WaitServiceStatus(t, agent.Client, "steady", api.HealthPassing, wait)
+	index := func() uint64 {
+		checks, _, err := agent.Client.Health().Checks("steady", nil)
+		require.NoError(t, err)
+		require.Len(t, checks, 1)
+		require.Equal(t, api.HealthPassing, checks[0].Status, "the TTL lapsed: %s", checks[0].Output)
+		return checks[0].ModifyIndex
+	}
+	// Wait for the first heartbeat after passing, then for ten more.
+	w.errOut.waitFor(t, "heartbeat", wait)
+	before := index()
+	first := w.errOut.count("heartbeat")
+	consultest.Eventually(t, wait, func() (bool, string) {
+		n := w.errOut.count("heartbeat") - first
+		return n >= 10, fmt.Sprintf("%d heartbeats", n)
+	}, "ten heartbeats")
+	assert.Equal(t, before, index(), "heartbeats must not change the check in the catalog")
+	w.signal(syscall.SIGTERM)
+	w.wait(wait)
+}
+
+// A live child that is slow to become ready keeps its entry past
+// DeregisterCriticalServiceAfter (1m, Consul's minimum): svcwrap registers
+// again before Consul's reaper would remove it. Watched for 100 s, since the
+// reaper runs every 30 s.
+func TestSlowStarter_NotReaped(t *testing.T) {
+	t.Parallel()
+	agent := consultest.StartAgent(t)
+	port := freePort(t)
+	args := append([]string{"--port", strconv.Itoa(port), "--deregister-after", "1m", "slow", "--"},
+		helperArgv("listener", strconv.Itoa(port))...)
+	w := start(t, agent, args...)
+	w.out.waitFor(t, "ready", wait)
+	consultest.WaitServiceStatus(t, agent.Client, "slow", api.HealthCritical, wait)
+
+	end := time.Now().Add(100 * time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(end) {
+		<-tick.C
+		status, output := checkStatus(t, agent.Client, "slow")
+		require.Equal(t, api.HealthCritical, status, "the entry of a live, not yet ready child vanished or changed: %s", output)
+	}
+	w.signal(syscall.SIGUSR1) // now it listens
+	consultest.WaitServiceStatus(t, agent.Client, "slow", api.HealthPassing, wait)
+	w.signal(syscall.SIGTERM)
+	w.wait(wait)
+}
+
+// Tokens never appear in svcwrap's logs, even at -vvv and when the agent
+// refuses a request.
+func TestLogs_NoToken(t *testing.T) {
+	const secret = "b7c1e1f0-token-never-logged"
+	agent := consultest.StartAgent(t)
+	t.Setenv("CONSUL_HTTP_TOKEN", secret)
+	w := start(t, agent, "-vvv", "--log-format", "json", "quiet", "--", "sh", "-c", "exit 0")
+	assert.Equal(t, 0, w.wait(wait))
+	w.errOut.waitEOF(t, wait)
+	assert.Contains(t, w.errOut.String(), `"msg":"deregistered"`)
+	assert.NotContains(t, w.errOut.String(), secret)
+	for _, line := range strings.Split(strings.TrimSpace(w.errOut.String()), "\n") {
+		assert.True(t, strings.HasPrefix(line, "{"), "json log line: %q", line)
+	}
+}
+
+func TestLogs_QuietByDefault(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	w := start(t, agent, "hush", "--", "sh", "-c", "exit 0")
+	assert.Equal(t, 0, w.wait(wait))
+	w.errOut.waitEOF(t, wait)
+	assert.Empty(t, w.errOut.String(), "no -v: nothing on stderr")
+}

@@ -105,6 +105,24 @@ func (l *lines) count(s string) int {
 	return n
 }
 
+// waitEOF blocks until every writer has closed the stream.
+func (l *lines) waitEOF(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		l.mu.Lock()
+		eof := l.eof
+		l.mu.Unlock()
+		if eof {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream still open after %s", timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // waitFor blocks until a line contains s, the stream ends, or the deadline.
 func (l *lines) waitFor(t *testing.T, s string, timeout time.Duration) {
 	t.Helper()
@@ -138,11 +156,17 @@ func start(t *testing.T, agent *consultest.Agent, args ...string) *wrapped {
 	}
 	cmd := exec.Command(svcwrapBin, args...)
 	cmd.Env = os.Environ()
-	stdout, err := cmd.StdoutPipe()
+	// Our own pipes, not StdoutPipe: Wait would close those as soon as
+	// svcwrap exits, possibly before its last lines were read.
+	stdout, outW, err := os.Pipe()
 	require.NoError(t, err)
-	stderr, err := cmd.StderrPipe()
+	stderr, errW, err := os.Pipe()
 	require.NoError(t, err)
+	cmd.Stdout, cmd.Stderr = outW, errW
 	require.NoError(t, cmd.Start())
+	outW.Close()
+	errW.Close()
+	t.Cleanup(func() { stdout.Close(); stderr.Close() })
 	w := &wrapped{t: t, cmd: cmd, out: newLines(stdout), errOut: newLines(stderr), done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()

@@ -209,3 +209,17 @@ func TestLifecycle_BadConfigStartsNothing(t *testing.T) {
 		})
 	}
 }
+
+// Signals that arrive before the child has started, or while svcwrap is still
+// registering, are queued on the channel main fills from the first moment,
+// and acted on in order once the loop runs.
+func TestLifecycle_EarlySignalsNotLost(t *testing.T) {
+	r := startFake(t, wrapper.Config{}, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.fail = errors.New("agent not answering yet")
+		r.sigs <- syscall.SIGHUP
+		r.sigs <- syscall.SIGTERM
+	})
+	res := r.wait(t)
+	assert.Equal(t, 143, res.code)
+	requireBefore(t, r.j, "signal SIGHUP", "signal SIGTERM")
+}

@@ -96,6 +96,8 @@ func (s *syncer) run(ctx context.Context) {
 		case err == nil:
 			if sent != current {
 				log.Info("check", "status", current.Status.String(), "output", current.Output)
+			} else {
+				log.Debug("heartbeat", "status", current.Status.String())
 			}
 			sent = current
 			retry = retryFirst
