@@ -32,7 +32,15 @@ test: deps consul build
 demo: deps consul build
 	scripts/demo.sh
 
-bench:
+# The benchmark harness (bench/, BENCHMARKS.md): svcwrap built without -race
+# against a dev agent of its own on loopback; about 15 minutes with the
+# defaults. BENCH_FLAGS adds harness flags, e.g. BENCH_FLAGS='-runs 20
+# -scale 100' or BENCH_FLAGS='-wrapper bin/svcwrap -wrapper other-wrapper'.
+# The samples go to bench/results/latest.json. Then the Go micro-benchmarks.
+bench: consul build
+	mkdir -p bench/results
+	$(GO) build -o bin/svcbench ./bench
+	bin/svcbench -json bench/results/latest.json $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . ./...
 
 # Keeps bin/consul, which takes minutes to build: `rm bin/consul` for that.
