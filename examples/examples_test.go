@@ -136,6 +136,7 @@ func TestSupervisord_StopDeregistersFirst(t *testing.T) {
 	assert.Equal(t, wrapper, wrapperProc.pgid, "supervisord makes svcwrap a group leader")
 	assert.NotEqual(t, wrapperProc.pgid, tree[web].pgid, "web must not share svcwrap's process group")
 	sv.track(wrapperProc)
+	sv.track(values(tree)...)
 
 	out := sv.ctl(t, "stop", "web")
 	assert.Contains(t, out, "web: stopped")

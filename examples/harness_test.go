@@ -70,7 +70,7 @@ type process struct {
 
 // startProcess starts argv the way a manager starts a service: in a session
 // of its own, stdin /dev/null. It is killed on cleanup if still running, and
-// by the kernel (with deathSig, SIGKILL if 0) if the test binary dies first.
+// by the kernel if the test binary dies first: with SIGKILL, or deathSig.
 func startProcess(t *testing.T, argv []string, env []string, deathSig ...syscall.Signal) *process {
 	t.Helper()
 	sig := syscall.SIGKILL
