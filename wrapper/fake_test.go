@@ -120,11 +120,20 @@ type fakeChild struct {
 	done     chan signals.Exit
 	once     sync.Once
 	onSignal func(c *fakeChild, sig syscall.Signal)
+	// lingering, when set, is a group member that outlives the leader until
+	// the group is killed.
+	lingering bool
+	killedMu  sync.Mutex
+	killed    bool
 }
 
 func (c *fakeChild) Pid() int                  { return 4242 }
 func (c *fakeChild) Done() <-chan signals.Exit { return c.done }
-func (c *fakeChild) GroupAlive() bool          { return false }
+func (c *fakeChild) GroupAlive() bool {
+	c.killedMu.Lock()
+	defer c.killedMu.Unlock()
+	return c.lingering && !c.killed
+}
 func (c *fakeChild) Release()                  {}
 
 func (c *fakeChild) exit(e signals.Exit) { c.once.Do(func() { c.done <- e }) }
@@ -139,6 +148,9 @@ func (c *fakeChild) Signal(sig syscall.Signal) error {
 
 func (c *fakeChild) Kill() error {
 	c.j.add("kill")
+	c.killedMu.Lock()
+	c.killed = true
+	c.killedMu.Unlock()
 	c.exit(signals.Exit{Code: 128 + int(syscall.SIGKILL), Signal: syscall.SIGKILL})
 	return nil
 }

@@ -223,3 +223,36 @@ func TestLifecycle_EarlySignalsNotLost(t *testing.T) {
 	assert.Equal(t, 143, res.code)
 	requireBefore(t, r.j, "signal SIGHUP", "signal SIGTERM")
 }
+
+// A group member that outlives the leader is killed when the stop's kill
+// timeout runs out: it gets no second stop signal and no fresh timeout.
+func TestLifecycle_LingeringGroupMember(t *testing.T) {
+	t.Run("after-stop", func(t *testing.T) {
+		r := startFake(t, wrapper.Config{KillTimeout: 50 * time.Millisecond}, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+			r.child.lingering = true
+		})
+		r.j.waitFor(t, "register web passing")
+		r.sigs <- syscall.SIGTERM
+		res := r.wait(t)
+		assert.Equal(t, 143, res.code, "the leader's status, not the member's")
+		requireBefore(t, r.j, "signal SIGTERM", "kill")
+		n := 0
+		for _, e := range r.j.all() {
+			if e == "signal SIGTERM" {
+				n++
+			}
+		}
+		assert.Equal(t, 1, n, "one stop signal: %q", r.j.all())
+	})
+	t.Run("leader-exits-by-itself", func(t *testing.T) {
+		r := startFake(t, wrapper.Config{KillTimeout: 50 * time.Millisecond}, nil, func(r *fakeRun) {
+			r.child.lingering = true
+		})
+		r.j.waitFor(t, "register web passing")
+		r.child.exit(signals.Exit{Code: 0})
+		res := r.wait(t)
+		assert.Equal(t, 0, res.code)
+		requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+		requireBefore(t, r.j, "signal SIGTERM", "kill")
+	})
+}

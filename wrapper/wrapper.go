@@ -169,12 +169,13 @@ type stopper struct {
 	requested    syscall.Signal // the stop signal forwarded on request; 0: none yet
 	failure      error          // why svcwrap stopped the child itself
 
-	stopping bool
-	drain    *time.Timer
-	drained  <-chan time.Time
-	killer   *time.Timer
-	killAt   <-chan time.Time
-	killed   bool
+	stopping     bool
+	drain        *time.Timer
+	drained      <-chan time.Time
+	killer       *time.Timer
+	killAt       <-chan time.Time
+	killDeadline time.Time // when the kill timeout of a forwarded stop runs out
+	killed       bool
 }
 
 // signal handles one signal svcwrap received: a stop signal starts the stop
@@ -238,6 +239,7 @@ func (s *stopper) forwardStop() {
 	if err := s.child.Signal(s.requested); err != nil {
 		s.cfg.Logger.Warn("forward stop signal", "signal", signals.Name(s.requested), "error", err)
 	}
+	s.killDeadline = time.Now().Add(s.cfg.KillTimeout)
 	s.killer = time.NewTimer(s.cfg.KillTimeout)
 	s.killAt = s.killer.C
 }
@@ -335,19 +337,23 @@ func (s *stopper) finish(exit signals.Exit) (int, error) {
 }
 
 // reapGroup ends what is left of the child's process group once its leader
-// has gone (`sh -c 'server &'`): the stop signal, the rest of the kill
-// timeout, then SIGKILL.
+// has gone (`sh -c 'server &'`): the stop signal, then SIGKILL when the kill
+// timeout runs out. A stop already under way keeps its own deadline, so that
+// a stop never takes longer than one kill timeout after the stop signal.
 func (s *stopper) reapGroup() {
 	if !s.child.GroupAlive() {
 		return
 	}
 	if !s.killed {
-		sig := s.requested
-		if sig == 0 {
-			sig = syscall.SIGTERM
+		deadline := s.killDeadline
+		if deadline.IsZero() {
+			sig := s.requested
+			if sig == 0 {
+				sig = syscall.SIGTERM
+			}
+			_ = s.child.Signal(sig)
+			deadline = time.Now().Add(s.cfg.KillTimeout)
 		}
-		_ = s.child.Signal(sig)
-		deadline := time.Now().Add(s.cfg.KillTimeout)
 		for s.child.GroupAlive() && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
