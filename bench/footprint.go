@@ -19,19 +19,25 @@ const groupFootprint = "footprint: one idle wrapper at default settings"
 const footprintSample = 100 * time.Millisecond
 
 // footprint measures what one idle wrapper costs at default settings (TTL,
-// heartbeat, check interval), with --port and a child that listens: its RSS,
-// its CPU time per idle minute, and the requests it sends to the agent,
-// counted by a reverse proxy the wrapper is pointed at. Meanwhile the
-// harness asks the agent directly, every footprintSample, for the check's
-// status: a TTL that lapsed would show as critical for several samples.
-func (b *bench) footprint(w wrapper) {
-	rss := b.figure(groupFootprint, "RSS (VmRSS) at the end of the window", w, "MiB", &target{12, "value"}, "")
-	hwm := b.figure(groupFootprint, "peak RSS (VmHWM)", w, "MiB", nil, "")
-	pss := b.figure(groupFootprint, "PSS (shared pages divided)", w, "MiB", nil, "")
-	cpuNS := b.figure(groupFootprint, "CPU per idle minute (schedstat, ns)", w, "s/min", &target{0.05, "value"}, "")
-	cpuTicks := b.figure(groupFootprint, "CPU per idle minute (utime+stime, 10 ms ticks)", w, "s/min", nil, "")
-	rate := b.figure(groupFootprint, "requests to the agent per second", w, "req/s", &target{0.5, "value"}, "")
-	lapses := b.figure(groupFootprint, "check samples not passing (TTL lapses)", w, "count", &target{0, "value"}, "")
+// heartbeat, check interval): its RSS, its CPU time per idle minute, and the
+// requests it sends to the agent, counted by a reverse proxy the wrapper is
+// pointed at. With withPort, the wrapper runs with --port and a child that
+// listens, so its readiness check reads the kernel's sockets every check
+// interval; without, the child only runs. Meanwhile the harness asks the
+// agent directly, every footprintSample, for the check's status: a TTL that
+// lapsed would show as critical for several samples.
+func (b *bench) footprint(w wrapper, withPort bool) {
+	g := groupFootprint + ", no --port"
+	if withPort {
+		g = groupFootprint + ", --port and a listening child"
+	}
+	rss := b.figure(g, "RSS (VmRSS) at the end of the window", w, "MiB", &target{12, "value"}, "")
+	hwm := b.figure(g, "peak RSS (VmHWM)", w, "MiB", nil, "")
+	pss := b.figure(g, "PSS (shared pages divided)", w, "MiB", nil, "")
+	cpuNS := b.figure(g, "CPU per idle minute (schedstat, ns)", w, "s/min", &target{0.05, "value"}, "")
+	cpuTicks := b.figure(g, "CPU per idle minute (utime+stime, 10 ms ticks)", w, "s/min", nil, "")
+	rate := b.figure(g, "requests to the agent per second", w, "req/s", &target{0.5, "value"}, "")
+	lapses := b.figure(g, "check samples not passing (TTL lapses)", w, "count", &target{0, "value"}, "")
 	figs := []*figure{rss, hwm, pss, cpuNS, cpuTicks, rate, lapses}
 	fail := func(err error) {
 		for _, f := range figs {
@@ -46,13 +52,19 @@ func (b *bench) footprint(w wrapper) {
 		return
 	}
 	defer proxy.close()
-	port, err := freePort()
-	if err != nil {
-		fail(err)
-		return
-	}
+	var wflags, child []string
 	id := b.id(w, "idle", 0)
-	p, err := b.startWrapped(w, id, proxy.addr, []string{"--port", strconv.Itoa(port)}, []string{"-listen", strconv.Itoa(port)})
+	if withPort {
+		port, err := freePort()
+		if err != nil {
+			fail(err)
+			return
+		}
+		wflags = []string{"--port", strconv.Itoa(port)}
+		child = []string{"-listen", strconv.Itoa(port)}
+		id = b.id(w, "idle-port", 0)
+	}
+	p, err := b.startWrapped(w, id, proxy.addr, wflags, child)
 	if err != nil {
 		fail(err)
 		return

@@ -84,6 +84,7 @@ type config struct {
 	Scale    []int         `json:"scale"`
 	Idle     time.Duration `json:"idle_window"`
 	Hold     time.Duration `json:"scale_hold"`
+	Rate     float64       `json:"scale_rate,omitempty"`
 	Poll     time.Duration `json:"poll"`
 	Only     []string      `json:"only,omitempty"`
 	AgentHCL string        `json:"agent_hcl,omitempty"`
@@ -111,6 +112,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	scale := fs.String("scale", "100,500,1000", "numbers of wrappers for the scale runs, comma-separated")
 	fs.DurationVar(&cfg.Idle, "idle", time.Minute, "idle window of the footprint measurement")
 	fs.DurationVar(&cfg.Hold, "hold", 30*time.Second, "how long N wrappers idle together (a few TTLs, to see lapses)")
+	fs.Float64Var(&cfg.Rate, "scale-rate", 0, "wrappers started per second in the scale runs; 0: as fast as the harness can fork")
 	fs.DurationVar(&cfg.Poll, "poll", time.Millisecond, "period of the fine polls of the agent (the latencies' resolution)")
 	only := fs.String("only", "", "run only these groups, comma-separated: "+strings.Join(groups, ","))
 	fs.StringVar(&cfg.AgentHCL, "agent-hcl", "", "extra agent configuration for the scale runs, e.g. 'limits { http_max_conns_per_client = 2000 }'")
@@ -163,8 +165,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			cfg.Only = append(cfg.Only, g)
 		}
 	}
-	if cfg.Runs < 1 || cfg.Poll <= 0 || cfg.Idle <= 0 || cfg.Hold <= 0 {
-		fmt.Fprintln(stderr, "svcbench: -runs, -poll, -idle and -hold must be positive")
+	if cfg.Runs < 1 || cfg.Poll <= 0 || cfg.Idle <= 0 || cfg.Hold <= 0 || cfg.Rate < 0 {
+		fmt.Fprintln(stderr, "svcbench: -runs, -poll, -idle and -hold must be positive, -scale-rate not negative")
 		return cfg, errors.New("usage")
 	}
 	if len(cfg.Wrappers) == 0 {
@@ -250,7 +252,7 @@ func run(ctx context.Context, cfg config, ps *procs, stdout, stderr io.Writer) (
 	}
 	fmt.Fprintln(stdout, "# svcbench")
 	fmt.Fprintln(stdout)
-	for _, k := range []string{"date", "cpus", "memory", "kernel", "go", "consul", "wrappers", "runs", "poll"} {
+	for _, k := range []string{"date", "cpus", "memory", "kernel", "go", "consul", "wrappers", "runs", "poll", "load"} {
 		fmt.Fprintf(stdout, "%-9s %v\n", k+":", meta[k])
 	}
 	for i, w := range b.wrappers {
@@ -260,6 +262,9 @@ func run(ctx context.Context, cfg config, ps *procs, stdout, stderr io.Writer) (
 		}
 	}
 
+	// Other work on the machine skews every figure: say how busy it was.
+	meta["load_end"] = loadAvg()
+	fmt.Fprintf(stdout, "load at the end: %s\n", meta["load_end"])
 	if b.agent != nil {
 		med, mx := b.agent.pollRTT()
 		meta["poll_rtt_median"], meta["poll_rtt_max"] = med.String(), mx.String()
@@ -292,7 +297,8 @@ func (b *bench) measure(w wrapper, first bool) {
 	step("latency", "child exit → gone", func() { b.exitToGone(w) })
 	step("signals", "signal forwarding", func() { b.forwarding(w, first) })
 	step("stop", "SIGTERM", func() { b.sigterm(w) })
-	step("footprint", fmt.Sprintf("footprint, %s idle", b.cfg.Idle), func() { b.footprint(w) })
+	step("footprint", fmt.Sprintf("footprint with --port, %s idle", b.cfg.Idle), func() { b.footprint(w, true) })
+	step("footprint", fmt.Sprintf("footprint without --port, %s idle", b.cfg.Idle), func() { b.footprint(w, false) })
 	for _, n := range b.cfg.Scale {
 		step("scale", fmt.Sprintf("scale N=%d", n), func() { b.scale(w, n) })
 	}
@@ -380,7 +386,22 @@ func machine(cfg config, ws []wrapper) map[string]any {
 	}
 	m["wrappers"] = strings.Join(names, ", ")
 	m["consul"] = cfg.Consul
+	m["load"] = loadAvg()
 	return m
+}
+
+// loadAvg is the first three fields of /proc/loadavg: the run queue averaged
+// over 1, 5 and 15 minutes.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // wrapperVersion is the first line of `WRAPPER --version`, if it has one.

@@ -18,11 +18,15 @@ import (
 	"time"
 )
 
-// Sampling periods of the scale scenario: each sample of the agent's checks
-// or services is one request whose answer grows with N, so they are coarse;
-// the figures they time are seconds long.
+// Sampling periods of the scale scenario: the figures they time are seconds
+// long. A full listing of the agent's checks grows with N (about 0.6 kB a
+// check), and the agent's time spent on it is time taken from the wrappers,
+// so until all are passing it is read only every rampSample per wrapper
+// (0.5 s for 1000); after that, only the checks that are not passing are
+// asked for, a small answer, every scaleSample.
 const (
 	scaleSample = 100 * time.Millisecond
+	rampSample  = 500 * time.Microsecond
 	scaleIdle   = 5 * time.Second // the agent's baseline, before any wrapper
 )
 
@@ -103,7 +107,7 @@ func (b *bench) scale(w wrapper, n int) {
 	defer watchers.Wait()
 	defer cancel()
 
-	// Start them all, as fast as the harness can fork.
+	// Start them all, as fast as the harness can fork or at -scale-rate.
 	sleep := []string{"sleep", "1000000"}
 	var ps []*proc
 	defer func() {
@@ -116,6 +120,10 @@ func (b *bench) scale(w wrapper, n int) {
 	cr0, _ := readCPU(apid)
 	t0 := time.Now()
 	for i := range n {
+		if b.cfg.Rate > 0 {
+			// Pacing, not a synchronisation: wrapper i starts i/rate s in.
+			time.Sleep(time.Until(t0.Add(time.Duration(float64(i) / b.cfg.Rate * float64(time.Second)))))
+		}
 		argv := slices.Concat(w.argv, []string{"--consul-agent", a.addr, "-vv", prefix + strconv.Itoa(i), "--"}, sleep)
 		p, err := b.procs.start(argv, startOpts{output: logf})
 		if err != nil {
@@ -125,6 +133,9 @@ func (b *bench) scale(w wrapper, n int) {
 		ps = append(ps, p)
 	}
 	spawn.add(time.Since(t0).Seconds())
+	if b.cfg.Rate > 0 {
+		spawn.Note = fmt.Sprintf("paced at %g a second", b.cfg.Rate)
+	}
 
 	// Until all are passing.
 	rampTimeout := max(60*time.Second, time.Duration(n)*100*time.Millisecond)
@@ -139,7 +150,7 @@ func (b *bench) scale(w wrapper, n int) {
 	cr1, _ := readCPU(apid)
 	tickSec, _, _ = cr1.since(cr0)
 	agentRamp.add(percentOne(tickSec, time.Since(t0)))
-	agentRamp.Note = fmt.Sprintf("over %s; includes the harness's full listing of the agent's checks every %s", time.Since(t0).Round(time.Millisecond), scaleSample)
+	agentRamp.Note = fmt.Sprintf("over %s; includes the harness's full listing of the agent's checks every %s", time.Since(t0).Round(time.Millisecond), watch.rampEvery)
 
 	// All idle for the hold window.
 	ch0, _ := readCPU(apid)
@@ -208,13 +219,13 @@ func (b *bench) scale(w wrapper, n int) {
 
 	cancel()
 	watchers.Wait()
-	flapped := watch.flappedList()
+	flapped, duringStart := watch.flappedList()
 	flaps.add(float64(len(flapped)))
+	flaps.Note = fmt.Sprintf("%d while they started, %d while all idle; watched by sampling the agent's checks (every %s, then %s) and a blocking query on the catalog's critical checks",
+		duringStart, len(flapped)-duringStart, watch.rampEvery, scaleSample)
 	if len(flapped) > 0 {
-		flaps.Note = strings.Join(flapped[:min(5, len(flapped))], "; ")
+		flaps.Note += "; first: " + strings.Join(flapped[:min(3, len(flapped))], "; ")
 	}
-	flaps.Note = strings.TrimPrefix(flaps.Note+"; watched by sampling the agent's checks every "+scaleSample.String()+
-		" and a blocking query on the catalog's critical checks", "; ")
 	lines, first := countLines(logPath)
 	logLines.add(float64(lines))
 	if lines > 0 {
@@ -253,19 +264,23 @@ type checkWatch struct {
 	prefix string
 	n      int
 
+	rampEvery    time.Duration // period of the full listings
 	allPassing   chan struct{} // closed when all n were passing in one sample
 	allPassingAt time.Time     // valid once allPassing is closed
 
-	mu       sync.Mutex
-	status   map[string]string // service ID → its status in the last full sample
-	seenPass map[string]bool
-	flapped  map[string]string // service ID → what was seen
-	stopped  bool
+	mu          sync.Mutex
+	status      map[string]string // service ID → its status in the last full sample
+	seenPass    map[string]bool
+	flapped     map[string]string // service ID → what was seen
+	duringStart int               // flaps seen before all were passing
+	allUp       bool              // all were passing once
+	stopped     bool
 }
 
 func newCheckWatch(prefix string, n int) *checkWatch {
 	return &checkWatch{
 		prefix: prefix, n: n,
+		rampEvery:  max(scaleSample, time.Duration(n)*rampSample),
 		allPassing: make(chan struct{}),
 		status:     map[string]string{},
 		seenPass:   map[string]bool{},
@@ -294,6 +309,9 @@ func (cw *checkWatch) observe(c agentCheck, source string) {
 	if cw.seenPass[c.ServiceID] && !cw.stopped {
 		if _, ok := cw.flapped[c.ServiceID]; !ok {
 			cw.flapped[c.ServiceID] = fmt.Sprintf("%s %s: %s %q", source, c.ServiceID, c.Status, c.Output)
+			if !cw.allUp {
+				cw.duringStart++
+			}
 		}
 	}
 }
@@ -318,7 +336,9 @@ func (cw *checkWatch) passingNow() int {
 	return k
 }
 
-func (cw *checkWatch) flappedList() []string {
+// flappedList describes every check that flapped, and says how many did
+// before all were passing.
+func (cw *checkWatch) flappedList() ([]string, int) {
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
 	var out []string
@@ -326,15 +346,16 @@ func (cw *checkWatch) flappedList() []string {
 		out = append(out, s)
 	}
 	slices.Sort(out)
-	return out
+	return out, cw.duringStart
 }
 
-// sampleAgent reads the agent's own view of every check every scaleSample.
-// Until all n are passing it reads them all (to count); after that only the
-// checks that are not passing (a small answer), since any of ours is a flap.
+// sampleAgent reads the agent's own view of the checks. Until all n are
+// passing it reads them all (to count) every rampEvery; after that only the
+// checks that are not passing (a small answer), every scaleSample, since any
+// of ours is a flap.
 func (cw *checkWatch) sampleAgent(ctx context.Context, a *agent) {
 	notPassing := "/v1/agent/checks?filter=" + url.QueryEscape(`Status != "passing"`)
-	tick := time.NewTicker(scaleSample)
+	tick := time.NewTicker(cw.rampEvery)
 	defer tick.Stop()
 	all := false
 	for {
@@ -360,11 +381,15 @@ func (cw *checkWatch) sampleAgent(ctx context.Context, a *agent) {
 						}
 					}
 				}
+				if k == cw.n {
+					cw.allUp = true
+				}
 				cw.mu.Unlock()
 				if k == cw.n {
 					all = true
 					cw.allPassingAt = at
 					close(cw.allPassing)
+					tick.Reset(scaleSample)
 				}
 			}
 		}
