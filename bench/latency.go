@@ -286,21 +286,27 @@ func (b *bench) forwarding(w wrapper, floor bool) {
 		direct = b.figure(groupSignals, "SIGUSR1 straight to the child (floor, no wrapper)", wrapper{name: "-"}, "ms", nil, "")
 		figs = append(figs, direct)
 	}
+	fail := func(err error) {
+		for _, f := range figs {
+			f.Error = err.Error()
+		}
+		b.progress("  %v", err)
+	}
 	id := b.id(w, "signals", 0)
 	p, err := b.startWrapped(w, id, b.agent.addr, nil, nil)
 	if err != nil {
-		figs[0].Error = err.Error()
+		fail(err)
 		return
 	}
 	defer b.end(p, id)
 	ready, err := p.waitEvent("ready", evTimeout)
 	if err != nil {
-		figs[0].Error = err.Error()
+		fail(err)
 		return
 	}
 	child, _ := strconv.Atoi(ready.args[0])
 	if _, err := b.agent.track(b.ctx, id, passTimeout, is(passing), nil); err != nil {
-		figs[0].Error = err.Error()
+		fail(err)
 		return
 	}
 

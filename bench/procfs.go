@@ -116,3 +116,37 @@ func scanKB(path string, fields map[string]*int64) error {
 }
 
 func mb(kb int64) float64 { return float64(kb) / 1024 }
+
+// busyTime is the machine's CPU time from the first line of /proc/stat, in
+// clock ticks: all of it, and the part spent idle or waiting for I/O.
+type busyTime struct{ total, idle int64 }
+
+func readBusy() busyTime {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return busyTime{}
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var b busyTime
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i < 8 { // guest time is already counted in user
+			b.total += n
+		}
+		if i == 3 || i == 4 {
+			b.idle += n
+		}
+	}
+	return b
+}
+
+// since is the fraction of the machine's CPU time that was busy between an
+// earlier reading and b.
+func (b busyTime) since(before busyTime) float64 {
+	total := b.total - before.total
+	if total <= 0 {
+		return 0
+	}
+	return 1 - float64(b.idle-before.idle)/float64(total)
+}
