@@ -59,7 +59,6 @@ type proc struct {
 	// events are the lines the benchmark child printed, in order; closed at
 	// EOF. nil when stdout was not captured.
 	events <-chan event
-	seen   []event // events consumed by waitEvent, in order
 
 	done     chan struct{} // closed once the process has exited and been reaped
 	exitedAt time.Time     // when the harness saw the exit; valid after done
@@ -68,12 +67,11 @@ type proc struct {
 
 // startOpts says how to wire a process's standard streams.
 type startOpts struct {
-	env     []string // added to the harness's environment
-	events  bool     // capture stdout as benchmark-child events
-	stdin   bool     // give it a pipe as stdin (proc.stdin)
-	output  *os.File // stdout and stderr when events is false; nil: /dev/null
-	errlog  *os.File // stderr when events is true; nil: /dev/null
-	noGroup bool     // stay in the harness's process group (never used for wrappers)
+	env    []string // added to the harness's environment
+	events bool     // capture stdout as benchmark-child events
+	stdin  bool     // give it a pipe as stdin (proc.stdin)
+	output *os.File // stdout and stderr when events is false; nil: /dev/null
+	errlog *os.File // stderr when events is true; nil: /dev/null
 }
 
 // spawnThread runs every fork on one OS thread that lives as long as the
@@ -111,7 +109,7 @@ func (r *procs) start(argv []string, o startOpts) (*proc, error) {
 	cmd.Args = argv
 	cmd.Env = append(cleanEnv(), o.env...)
 	cmd.Env = append(cmd.Env, envRun+"="+r.token)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !o.noGroup, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
 	p := &proc{cmd: cmd, argv: argv, done: make(chan struct{})}
 	var parentEnds []*os.File // the child's ends, closed here once it has them
@@ -273,9 +271,8 @@ func (p *proc) send(line string) error {
 	return err
 }
 
-// waitEvent returns the next event of kind the child prints, skipping (and
-// keeping in p.seen) any other, or an error after timeout or when the
-// child's output ends.
+// waitEvent returns the next event of kind the child prints, skipping any
+// other, or an error after timeout or when the child's output ends.
 func (p *proc) waitEvent(kind string, timeout time.Duration) (event, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -285,7 +282,6 @@ func (p *proc) waitEvent(kind string, timeout time.Duration) (event, error) {
 			if !ok {
 				return event{}, fmt.Errorf("no %q event: the child's output ended", kind)
 			}
-			p.seen = append(p.seen, ev)
 			if ev.kind == kind {
 				return ev, nil
 			}
