@@ -44,6 +44,13 @@ func newProbe(cfg Config, pid int) *probe {
 	return p
 }
 
+// polls reports whether readiness can change while the child runs, so that
+// the check must be run again and again.
+func (p *probe) polls() bool {
+	_, static := p.checker.(running)
+	return !static
+}
+
 func (p *probe) check(ctx context.Context) check.Result {
 	r := p.checker.Check(ctx)
 	ready := r.Status == check.Passing

@@ -113,18 +113,31 @@ func (s *syncer) run(ctx context.Context) {
 			retry = min(2*retry, retryMax)
 		}
 
-		// Wait for a new status, the heartbeat, or the retry.
-		select {
-		case current = <-s.wanted:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-		case <-timer.C:
-		case <-ctx.Done():
+		if !s.await(ctx, timer, &current) {
 			return
+		}
+	}
+}
+
+// await waits for a status that differs from current, the heartbeat, or the
+// retry, and reports false when ctx ends first. An unchanged status is no news:
+// the check loop hands one over every check interval, and sending each would
+// cost the agent a request a second per wrapper where a heartbeat every ttl/3
+// keeps the TTL just as true. A failed push is retried by the timer.
+func (s *syncer) await(ctx context.Context, timer *time.Timer, current *check.Result) bool {
+	for {
+		select {
+		case r := <-s.wanted:
+			if r == *current {
+				continue
+			}
+			*current = r
+			timer.Stop()
+			return true
+		case <-timer.C:
+			return true
+		case <-ctx.Done():
+			return false
 		}
 	}
 }

@@ -89,10 +89,20 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	go func() { defer close(syncDone); sync.run(syncCtx) }()
 	defer stopSync()
 
+	// Without --port there is nothing to poll: the child is ready while it
+	// runs, and its end arrives as an event. The check timer stays unarmed, so
+	// an idle svcwrap wakes only for its heartbeat.
 	probe := newProbe(cfg, child.Pid())
 	sync.want(probe.check(ctx))
-	checkTimer := time.NewTimer(probe.next())
-	defer checkTimer.Stop()
+	var (
+		checkTimer *time.Timer
+		checks     <-chan time.Time
+	)
+	if probe.polls() {
+		checkTimer = time.NewTimer(probe.next())
+		defer checkTimer.Stop()
+		checks = checkTimer.C
+	}
 
 	// 4. Supervise: one loop over the child's end, signals, checks and Consul.
 	st := stopper{cfg: cfg, reg: reg, child: child, stopSync: stopSync, owned: true}
@@ -111,7 +121,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 			ctxDone = nil
 			st.begin(syscall.SIGTERM)
 
-		case <-checkTimer.C:
+		case <-checks:
 			sync.want(probe.check(ctx))
 			checkTimer.Reset(probe.next())
 

@@ -1,0 +1,24 @@
+package wrapper
+
+import (
+	"context"
+
+	"github.com/svcwrap/svcwrap/check"
+)
+
+// Syncer lets the external tests drive the syncer alone, with the fakes of
+// fake_test.go.
+type Syncer struct{ s *syncer }
+
+// NewSyncer is newSyncer with cfg's defaults applied.
+func NewSyncer(cfg Config, reg Registry) (Syncer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return Syncer{}, err
+	}
+	return Syncer{newSyncer(cfg, reg)}, nil
+}
+
+func (s Syncer) Want(r check.Result)     { s.s.want(r) }
+func (s Syncer) Run(ctx context.Context) { s.s.run(ctx) }
+func (s Syncer) Fatal() <-chan error     { return s.s.fatal }
