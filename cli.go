@@ -109,6 +109,11 @@ func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan 
 			}
 			cfg.Signals = sigs
 			cfg.Logger = newLogger(stderr, opts.verbose, opts.logFormat)
+			// Libraries that write to the standard logger (net/http prints
+			// "Unsolicited response received on idle HTTP channel" when an
+			// agent refuses a pooled connection) go through svcwrap's logger
+			// too, at info level, instead of around -v.
+			slog.SetDefault(cfg.Logger)
 			client, err := consulclient.New(ccfg)
 			if err != nil {
 				usageErr = err

@@ -12,7 +12,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +26,21 @@ import (
 // DefaultTimeout bounds one HTTP request when Config.Timeout is zero. A local
 // agent answers in milliseconds; five seconds only matters for a hung one.
 const DefaultTimeout = 5 * time.Second
+
+// idleConnTimeout is how long a connection to the agent is kept for the next
+// request: long enough for the requests of one sync (look-up, registration,
+// output) to share it, far shorter than a heartbeat at default settings. An
+// agent admits a limited number of concurrent connections per client IP
+// (limits.http_max_conns_per_client, 200 by default) and every svcwrap on a
+// host connects from the same address: a connection held between heartbeats
+// would make wrapper 201 on a host wait forever.
+const idleConnTimeout = time.Second
+
+// ErrRefused means the agent accepted the connection and turned it away
+// (HTTP 429: too many concurrent connections from this IP, or its rate
+// limit), or dropped it without an answer. Another agent may answer; the same
+// one, a little later.
+var ErrRefused = errors.New("agent refused or dropped the connection (too many connections or requests?)")
 
 // ErrNotRegistered means the agent does not know the service or its check: it
 // was restarted, its data was wiped, or a token expired. The caller registers
@@ -96,9 +114,14 @@ func New(cfg Config) (*Client, error) {
 		setIf(&conf.TLSConfig.Address, cfg.TLSServerName)
 		// No HttpClient of our own: the api client builds one with the TLS
 		// settings. Each request's context carries its deadline instead.
+		conf.Transport.IdleConnTimeout = idleConnTimeout
 		client, err := api.NewClient(conf)
 		if err != nil {
 			return nil, fmt.Errorf("consul agent %s: %w", conf.Address, err)
+		}
+		// A unix:// address gets a transport of the api client's making.
+		if t, ok := conf.HttpClient.Transport.(*http.Transport); ok {
+			t.IdleConnTimeout = idleConnTimeout
 		}
 		c.agents = append(c.agents, agent{addr: conf.Address, api: client})
 	}
@@ -119,8 +142,9 @@ func (c *Client) Addr() string {
 }
 
 // do runs call against the current agent, and on a transport failure (the agent
-// does not answer at all) against the next ones in turn. An HTTP error answer
-// is an answer: it is returned as it is, without failing over.
+// does not answer at all) or a refusal (ErrRefused) against the next ones in
+// turn. Any other HTTP error answer is an answer: it is returned as it is,
+// without failing over.
 func (c *Client) do(ctx context.Context, call func(ctx context.Context, a *api.Client) error) error {
 	c.mu.Lock()
 	start := c.current
@@ -133,7 +157,9 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, a *api.C
 		rctx, cancel := context.WithTimeout(ctx, c.timeout)
 		err := call(rctx, a.api)
 		cancel()
-		if err == nil || isAnswer(err) {
+		if isRefusal(err) {
+			err = fmt.Errorf("%w: %w", ErrRefused, err)
+		} else if err == nil || isAnswer(err) {
 			c.mu.Lock()
 			c.current = idx
 			c.mu.Unlock()
@@ -145,6 +171,36 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, a *api.C
 		errs = append(errs, fmt.Errorf("agent %s: %w", a.addr, err))
 	}
 	return errors.Join(errs...)
+}
+
+// isRefusal reports whether the agent turned the request away: its 429, from
+// the request rate limiter or the per-IP connection limiter. The connection
+// limiter writes its 429 the moment it accepts, before the request is sent,
+// so net/http mostly sees a connection that broke before its answer ("Unsolicited
+// response received on idle HTTP channel") rather than the status; a
+// connection that was made and then dropped without an answer counts too. A
+// connection that could not be made, or a timeout, is not a refusal: that
+// agent is down or hung.
+func isRefusal(err error) bool {
+	if err == nil {
+		return false
+	}
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return se.Code == http.StatusTooManyRequests
+	}
+	if strings.Contains(err.Error(), "Unexpected response code: 429") {
+		return true
+	}
+	var ue *url.Error
+	if !errors.As(err, &ue) || ue.Timeout() {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return false
+	}
+	return !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
 }
 
 // isAnswer reports whether err came from an agent that answered (an HTTP
@@ -272,24 +328,40 @@ type Holder struct {
 }
 
 // Holder returns who holds serviceID on the agent, or nil when nobody does.
+// The usual case, a free ID, costs one request; a held one, a second for its
+// check. (The agent's health endpoint would answer both at once, but it
+// answers a warning with the same 429 as its connection limiter, so a refusal
+// could not be told from an answer.)
 func (c *Client) Holder(ctx context.Context, serviceID string) (*Holder, error) {
-	var info *api.AgentServiceChecksInfo
+	var svc *api.AgentService
 	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
 		var err error
-		_, info, err = a.Agent().AgentHealthServiceByIDOpts(serviceID, (&api.QueryOptions{}).WithContext(ctx))
+		svc, _, err = a.Agent().Service(serviceID, (&api.QueryOptions{}).WithContext(ctx))
 		return err
 	})
 	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
 		return nil, fmt.Errorf("look up service %q: %w", serviceID, err)
 	}
-	if info == nil || info.Service == nil {
+	if svc == nil {
 		return nil, nil
 	}
-	h := &Holder{Meta: info.Service.Meta}
-	for _, chk := range info.Checks {
-		if chk.CheckID == CheckID(serviceID) {
-			h.CheckStatus, h.CheckOutput = chk.Status, chk.Output
-		}
+
+	var checks map[string]*api.AgentCheck
+	filter := "CheckID == " + strconv.Quote(CheckID(serviceID))
+	err = c.do(ctx, func(ctx context.Context, a *api.Client) error {
+		var err error
+		checks, err = a.Agent().ChecksWithFilterOpts(filter, (&api.QueryOptions{}).WithContext(ctx))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up check %q: %w", CheckID(serviceID), err)
+	}
+	h := &Holder{Meta: svc.Meta}
+	if chk := checks[CheckID(serviceID)]; chk != nil {
+		h.CheckStatus, h.CheckOutput = chk.Status, chk.Output
 	}
 	return h, nil
 }

@@ -134,7 +134,7 @@ func (c *fakeChild) GroupAlive() bool {
 	defer c.killedMu.Unlock()
 	return c.lingering && !c.killed
 }
-func (c *fakeChild) Release()                  {}
+func (c *fakeChild) Release() {}
 
 func (c *fakeChild) exit(e signals.Exit) { c.once.Do(func() { c.done <- e }) }
 

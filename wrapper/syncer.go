@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"time"
 
@@ -79,6 +80,7 @@ func (s *syncer) run(ctx context.Context) {
 		sent       check.Result
 		registered bool
 		retry      = retryFirst
+		lastErr    string // the last failure's text; empty after a success
 	)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -94,6 +96,10 @@ func (s *syncer) run(ctx context.Context) {
 		err := s.push(ctx, current, &registered)
 		switch {
 		case err == nil:
+			if lastErr != "" {
+				log.Warn("consul agent answers again")
+				lastErr = ""
+			}
 			if sent != current {
 				log.Info("check", "status", current.Status.String(), "output", current.Output)
 			} else {
@@ -108,8 +114,16 @@ func (s *syncer) run(ctx context.Context) {
 			s.fatal <- err
 			return
 		default:
-			log.Warn("consul", "error", err, "retry_in", retry)
-			timer.Reset(retry)
+			// The first failure, and any new one, is worth a warning; the same
+			// failure again every few seconds of an outage is not.
+			level := slog.LevelWarn
+			if err.Error() == lastErr {
+				level = slog.LevelDebug
+			}
+			lastErr = err.Error()
+			wait := jitter(retry)
+			log.Log(ctx, level, "consul", "error", err, "retry_in", wait.Round(time.Millisecond))
+			timer.Reset(wait)
 			retry = min(2*retry, retryMax)
 		}
 

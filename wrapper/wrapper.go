@@ -7,6 +7,7 @@ package wrapper
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"syscall"
 	"time"
@@ -310,12 +311,10 @@ func (s *stopper) succeeded(exit signals.Exit) bool {
 	return exit.Code == 0 || (s.requested != 0 && !s.killed && exit.Signal == s.requested)
 }
 
-// deregister removes the service, bounded by the Consul timeout on a context
-// of its own: a stop must not be skipped because the caller's was cancelled.
+// deregister removes the service.
 func (s *stopper) deregister() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConsulTimeout)
-	defer cancel()
-	if err := s.reg.Deregister(ctx, s.cfg.ID); err != nil {
+	err := s.persist(func(ctx context.Context) error { return s.reg.Deregister(ctx, s.cfg.ID) })
+	if err != nil {
 		s.cfg.Logger.Error("deregister", "error", err)
 		return
 	}
@@ -326,11 +325,51 @@ func (s *stopper) deregister() {
 // markCritical keeps the service but turns its check critical with output,
 // which says why: DNS and health queries stop returning it at once.
 func (s *stopper) markCritical(output string) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConsulTimeout)
-	defer cancel()
-	if err := s.reg.SetStatus(ctx, s.cfg.ID, check.Critical.String(), output); err != nil {
+	err := s.persist(func(ctx context.Context) error {
+		return s.reg.SetStatus(ctx, s.cfg.ID, check.Critical.String(), output)
+	})
+	if err != nil {
 		s.cfg.Logger.Error("mark service critical", "error", err)
 	}
+}
+
+// Backoff of persist: short, because the child's stop waits on it.
+const (
+	persistFirst = 10 * time.Millisecond
+	persistMax   = 200 * time.Millisecond
+)
+
+// persist makes call, bounded by the Consul timeout on a context of its own:
+// a stop must not be skipped because the caller's context was cancelled. While
+// the agent refuses the request (consulclient.ErrRefused) the call is made
+// again: when a host's wrappers are stopped together, as by a shutdown, their
+// agent turns away the connections beyond its per-IP limit, and one attempt
+// would leave those services registered until the reaper. An agent that does
+// not answer at all is not waited for: the child's stop would wait with it.
+func (s *stopper) persist(call func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConsulTimeout)
+	defer cancel()
+	wait := persistFirst
+	for {
+		err := call(ctx)
+		if !errors.Is(err, consulclient.ErrRefused) {
+			return err
+		}
+		t := time.NewTimer(jitter(wait))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+		wait = min(2*wait, persistMax)
+	}
+}
+
+// jitter spreads d over [d/2, d], so that wrappers refused together do not
+// come back together.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
 }
 
 // finish handles the child's end: settle Consul, make sure no process of the

@@ -42,6 +42,7 @@ type Agent struct {
 
 	bin          string
 	args         []string
+	source       string // the helper clients' local address; empty: any
 	readyTimeout time.Duration
 	probe        *api.Client // like Client, with a short timeout for polling
 
@@ -53,8 +54,19 @@ type Agent struct {
 type Option func(*agentConfig)
 
 type agentConfig struct {
-	bind  string
-	extra []string
+	bind   string
+	source string
+	extra  []string
+}
+
+// WithHelperSource makes the agent's Client, and the polling of the wait
+// helpers, connect from ip, another loopback address such as "127.0.0.2". An
+// agent limits concurrent connections per client IP
+// (limits.http_max_conns_per_client): a test of that limit keeps its own
+// connections out of the count of the code under test, which connects from
+// 127.0.0.1.
+func WithHelperSource(ip string) Option {
+	return func(c *agentConfig) { c.source = ip }
 }
 
 // WithArgs adds flags to the agent's command line, after those StartAgent
@@ -81,6 +93,9 @@ func StartAgent(t testing.TB, opts ...Option) *Agent {
 	}
 	if ip := net.ParseIP(cfg.bind); ip == nil || !ip.IsLoopback() {
 		t.Fatalf("consultest: WithBind(%q): not a loopback IP address", cfg.bind)
+	}
+	if ip := net.ParseIP(cfg.source); cfg.source != "" && (ip == nil || !ip.IsLoopback()) {
+		t.Fatalf("consultest: WithHelperSource(%q): not a loopback IP address", cfg.source)
 	}
 	a := &Agent{
 		Node:         uniqueNodeName(),
@@ -116,6 +131,7 @@ func StartAgent(t testing.TB, opts ...Option) *Agent {
 			"-hcl", "disable_update_check = true",
 			"-log-level", "warn",
 		}
+		a.source = cfg.source
 		a.setAddrs(cfg.bind, httpPort, dnsPort, append(args, cfg.extra...))
 		if err = a.start(); err == nil {
 			t.Logf("consultest: agent %s ready at http://%s (dns %s) in %s, log %s",
@@ -136,12 +152,18 @@ func (a *Agent) setAddrs(ip string, httpPort, dnsPort int, args []string) {
 	a.DNSAddr = net.JoinHostPort(ip, strconv.Itoa(dnsPort))
 	a.DNSPort = dnsPort
 	a.args = args
-	a.Client = newClient(a.HTTPAddr, 0)
-	a.probe = newClient(a.HTTPAddr, 2*time.Second)
+	a.Client = newClient(a.HTTPAddr, a.source, 0)
+	a.probe = newClient(a.HTTPAddr, a.source, 2*time.Second)
 }
 
-// newClient returns an API client for addr. A zero timeout means none.
-func newClient(addr string, timeout time.Duration) *api.Client {
+// newClient returns an API client for addr that connects from source (empty:
+// the system's choice). A zero timeout means none.
+func newClient(addr, source string, timeout time.Duration) *api.Client {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if source != "" {
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
+		transport.DialContext = dialer.DialContext
+	}
 	// Built from scratch rather than from api.DefaultConfig so that the
 	// CONSUL_HTTP_* variables a test sets for the code under test (a token,
 	// TLS) do not leak into the helper's own client.
@@ -149,7 +171,7 @@ func newClient(addr string, timeout time.Duration) *api.Client {
 		Address: addr,
 		Scheme:  "http",
 		HttpClient: &http.Client{
-			Transport: http.DefaultTransport.(*http.Transport).Clone(),
+			Transport: transport,
 			Timeout:   timeout,
 		},
 	})
