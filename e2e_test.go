@@ -351,3 +351,35 @@ func TestLogs_QuietByDefault(t *testing.T) {
 	w.errOut.waitEOF(t, wait)
 	assert.Empty(t, w.errOut.String(), "no -v: nothing on stderr")
 }
+
+// Every svcwrap on a host connects to the agent from the same address, and an
+// agent admits a limited number of concurrent connections per client IP
+// (limits.http_max_conns_per_client, 200 by default). A wrapper that kept its
+// connection between heartbeats would hold one of those for life, and the
+// wrappers beyond the limit would never register. Here the limit is 4 and 12
+// wrappers start, and stop, together: all must pass, and all must be gone
+// after a mass SIGTERM, well before Consul's reaper could have removed them.
+func TestManyWrappers_AgentConnectionLimit(t *testing.T) {
+	const n = 12
+	agent := consultest.StartAgent(t,
+		consultest.WithHelperSource("127.0.0.2"),
+		consultest.WithArgs("-hcl", "limits { http_max_conns_per_client = 4 }"))
+	ws := make([]*wrapped, n)
+	for i := range ws {
+		ws[i] = start(t, agent, "--ttl", "30s", "-vv", fmt.Sprintf("lim%d", i), "--", "sleep", "1000")
+	}
+	for i := range ws {
+		consultest.WaitServiceStatus(t, agent.Client, fmt.Sprintf("lim%d", i), api.HealthPassing, wait)
+	}
+	for _, w := range ws {
+		w.signal(syscall.SIGTERM)
+	}
+	for i, w := range ws {
+		assert.Equal(t, 128+int(syscall.SIGTERM), w.wait(wait), "wrapper %d; stderr:\n%s", i, w.errOut)
+	}
+	// Each has deregistered by itself: a 30 s TTL and Consul's one-minute
+	// reaper would take 90 s.
+	for i := range ws {
+		consultest.WaitServiceGone(t, agent.Client, fmt.Sprintf("lim%d", i), 5*time.Second)
+	}
+}
