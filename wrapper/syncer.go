@@ -33,6 +33,7 @@ type syncer struct {
 	fatal    chan error        // capacity 1: a reason to stop the child
 	service  consulclient.Service
 	critical time.Time // when the check was last (re-)registered while critical
+	claimed  bool      // the ID was found free (or stale) and is not registered yet
 }
 
 func newSyncer(cfg Config, reg Registry) *syncer {
@@ -85,6 +86,17 @@ func (s *syncer) run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+
+	// Look the ID up while the child starts, so that the first registration
+	// waits for nothing but itself. A failed look-up is left to push, which
+	// looks again before registering.
+	switch err := s.claim(ctx); {
+	case err == nil:
+		s.claimed = true
+	case errors.Is(err, ErrIDInUse):
+		s.fatal <- err
+		return
+	}
 
 	// Nothing can be sent before the first result.
 	select {
@@ -175,16 +187,12 @@ func (s *syncer) push(ctx context.Context, current check.Result, registered *boo
 }
 
 // register registers the service with current as its status. With claim, it
-// first makes sure the ID is not held by another svcwrap that is alive; a
-// stale registration left by a dead one is taken over.
+// first makes sure the ID is not held by another svcwrap that is alive,
+// unless run has just done so.
 func (s *syncer) register(ctx context.Context, current check.Result, registered *bool, claim bool) error {
-	if claim {
-		h, err := s.reg.Holder(ctx, s.cfg.ID)
-		if err != nil {
+	if claim && !s.claimed {
+		if err := s.claim(ctx); err != nil {
 			return err
-		}
-		if h != nil && heldByOther(h, s.self) {
-			return fmt.Errorf("%w: service %q is registered by %s", ErrIDInUse, s.cfg.ID, h.Meta[metaInstance])
 		}
 	}
 	svc := s.service
@@ -193,11 +201,26 @@ func (s *syncer) register(ctx context.Context, current check.Result, registered 
 		return err
 	}
 	*registered = true
+	s.claimed = false // a later registration looks again
 	s.critical = time.Time{}
 	if current.Status == check.Critical {
 		s.critical = time.Now()
 	}
 	s.cfg.Logger.Info("registered", "service", s.cfg.ID, "status", svc.Status)
+	return nil
+}
+
+// claim returns an error wrapping ErrIDInUse when the service ID is held by
+// another svcwrap that is alive; a stale registration left by a dead one is
+// taken over.
+func (s *syncer) claim(ctx context.Context) error {
+	h, err := s.reg.Holder(ctx, s.cfg.ID)
+	if err != nil {
+		return err
+	}
+	if h != nil && heldByOther(h, s.self) {
+		return fmt.Errorf("%w: service %q is registered by %s", ErrIDInUse, s.cfg.ID, h.Meta[metaInstance])
+	}
 	return nil
 }
 

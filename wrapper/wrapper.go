@@ -73,22 +73,24 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	}
 	log := cfg.Logger
 
-	// 2. Start the child at once, whatever Consul's state.
-	child, err := cfg.start()
-	if err != nil {
-		return startErrorCode(err), err
-	}
-	defer child.Release()
-	log.Info("started", "command", cfg.Command[0], "pid", child.Pid())
-
-	// 3. Register and keep the check true in the background, so that Consul,
-	// slow or gone, never holds up the loop below.
+	// 2. Register and keep the check true in the background, so that Consul,
+	// slow or gone, never holds up the child or the loop below. The syncer
+	// starts first: it looks up who holds the service ID while the child is
+	// being started, and registers nothing before the child's first check.
 	sync := newSyncer(cfg, reg)
 	syncCtx, cancelSync := context.WithCancel(context.WithoutCancel(ctx))
 	syncDone := make(chan struct{})
 	stopSync := func() { cancelSync(); <-syncDone }
 	go func() { defer close(syncDone); sync.run(syncCtx) }()
 	defer stopSync()
+
+	// 3. Start the child at once, whatever Consul's state.
+	child, err := cfg.start()
+	if err != nil {
+		return startErrorCode(err), err
+	}
+	defer child.Release()
+	log.Info("started", "command", cfg.Command[0], "pid", child.Pid())
 
 	// Without --port there is nothing to poll: the child is ready while it
 	// runs, and its end arrives as an event. The check timer stays unarmed, so
