@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"sync"
 )
 
 // Port is the default readiness check when --port is given: the child is ready
@@ -23,6 +24,24 @@ type Port struct {
 	// Port is the TCP port (1 to 65535) that some process of the tree must
 	// listen on, on any local address, IPv4 or IPv6.
 	Port int
+
+	last *socketHolder // where the socket was found last; nil: no memory
+}
+
+// NewPort returns the check for pid and port that remembers where it found
+// the listening socket and looks there first: once the child is ready, a
+// check costs one socket-table query and one readlink instead of a walk over
+// the open files of the whole process tree. Copies share that memory, and
+// Check may be called from several goroutines.
+func NewPort(pid, port int) Port {
+	return Port{PID: pid, Port: port, last: new(socketHolder)}
+}
+
+// socketHolder is the open file that held the listening socket at the last
+// check: descriptor fd of process pid; pid 0 when none.
+type socketHolder struct {
+	mu      sync.Mutex
+	pid, fd int
 }
 
 // Check reports Passing with "listening on port P" while the tree listens on
@@ -37,7 +56,7 @@ func (p Port) Check(ctx context.Context) Result {
 		return Result{Status: Critical, Output: "port " + port + " check cancelled"}
 	}
 
-	ok, err := Listening(p.PID, p.Port)
+	ok, err := listening(p.PID, p.Port, p.last)
 	switch {
 	case err == nil && ok:
 		return Result{Status: Passing, Output: "listening on port " + port}

@@ -45,6 +45,17 @@ var bufPool = sync.Pool{New: func() any {
 // a zombie), the error wraps os.ErrNotExist. Invalid arguments wrap
 // os.ErrInvalid. Whenever the error is not nil, the bool is false.
 func Listening(pid, port int) (bool, error) {
+	return listening(pid, port, nil)
+}
+
+// listening is Listening that remembers in last, when it is not nil, which
+// open file of which process held the socket, and looks there first next
+// time: a ready child is checked every second, and its listening socket
+// rarely moves. The socket must still be in LISTEN state on port (the dump
+// says so) and that descriptor must still refer to it (its inode, unique while
+// the socket exists), so a closed or replaced socket is never taken for
+// the remembered one; only then is the tree walked again.
+func listening(pid, port int, last *socketHolder) (bool, error) {
 	if pid <= 0 {
 		return false, fmt.Errorf("listening check: pid %d: %w", pid, os.ErrInvalid)
 	}
@@ -63,14 +74,40 @@ func Listening(pid, port int) (bool, error) {
 		return false, err
 	}
 
+	if last != nil {
+		last.mu.Lock()
+		defer last.mu.Unlock()
+		if last.pid != 0 && fdHolds(last.pid, last.fd, inodes, buf) {
+			return true, nil
+		}
+	}
+
 	// Look for one of them among the open files of the tree.
-	return treeHoldsSocket(pid, inodes, buf)
+	at, err := treeHoldsSocket(pid, inodes, buf)
+	if last != nil {
+		last.pid, last.fd = at.pid, at.fd
+	}
+	return at.pid != 0, err
 }
 
-// treeHoldsSocket reports whether pid or one of its descendants has one of the
-// sockets inodes open. It goes breadth first, so the usual case, a child that
-// listens itself, costs one directory of file descriptors.
-func treeHoldsSocket(pid int, inodes []uint64, buf []byte) (bool, error) {
+// fdHolds reports whether descriptor fd of process pid is one of the sockets
+// inodes.
+func fdHolds(pid, fd int, inodes []uint64, buf []byte) bool {
+	n, err := syscall.Readlink(procRoot+"/"+strconv.Itoa(pid)+"/fd/"+strconv.Itoa(fd), buf)
+	if err != nil {
+		return false
+	}
+	inode, ok := socketInode(buf[:n])
+	return ok && slices.Contains(inodes, inode)
+}
+
+// fdRef is an open file of a process; the zero value is none.
+type fdRef struct{ pid, fd int }
+
+// treeHoldsSocket returns which open file of pid or of one of its descendants
+// is one of the sockets inodes, or none. It goes breadth first, so the usual
+// case, a child that listens itself, costs one directory of file descriptors.
+func treeHoldsSocket(pid int, inodes []uint64, buf []byte) (fdRef, error) {
 	listChildren := appendChildren
 	if detectChildrenFiles(); childrenByScan.Load() {
 		listChildren = (&childScan{}).appendChildren
@@ -82,14 +119,14 @@ func treeHoldsSocket(pid int, inodes []uint64, buf []byte) (bool, error) {
 		p := queue[0]
 		queue = queue[1:]
 
-		holds, err := holdsSocket(p, inodes, buf)
-		if err != nil || holds {
-			return holds, err
+		fd, err := holdsSocket(p, inodes, buf)
+		if err != nil || fd >= 0 {
+			return fdRef{pid: p, fd: fd}, err
 		}
 
 		children, err := listChildren(nil, p, buf)
 		if err != nil {
-			return false, err
+			return fdRef{}, err
 		}
 		for _, c := range children {
 			if !seen[c] {
@@ -98,18 +135,18 @@ func treeHoldsSocket(pid int, inodes []uint64, buf []byte) (bool, error) {
 			}
 		}
 	}
-	return false, nil
+	return fdRef{}, nil
 }
 
-// holdsSocket reports whether process pid has one of the sockets inodes open.
-// All threads of a process normally share its file table, so /proc/<pid>/fd
-// covers them. A process that is gone, or whose files we may not read, holds
-// nothing as far as we can tell.
-func holdsSocket(pid int, inodes []uint64, buf []byte) (bool, error) {
+// holdsSocket returns the descriptor by which process pid has one of the
+// sockets inodes open, or -1. All threads of a process normally share its
+// file table, so /proc/<pid>/fd covers them. A process that is gone, or whose
+// files we may not read, holds nothing as far as we can tell.
+func holdsSocket(pid int, inodes []uint64, buf []byte) (int, error) {
 	fdDir := procRoot + "/" + strconv.Itoa(pid) + "/fd/"
 	dir, err := os.Open(fdDir)
 	if err != nil {
-		return false, skipGone(err)
+		return -1, skipGone(err)
 	}
 	defer dir.Close()
 
@@ -121,19 +158,23 @@ func holdsSocket(pid int, inodes []uint64, buf []byte) (bool, error) {
 			n, err := syscall.Readlink(fdDir+name, buf)
 			if err != nil {
 				if err = skipGone(err); err != nil {
-					return false, err
+					return -1, err
 				}
 				continue // closed since we listed it
 			}
 			if inode, ok := socketInode(buf[:n]); ok && slices.Contains(inodes, inode) {
-				return true, nil
+				fd, err := strconv.Atoi(name)
+				if err != nil {
+					return -1, fmt.Errorf("%s%s: not a descriptor number", fdDir, name)
+				}
+				return fd, nil
 			}
 		}
 		if err == io.EOF {
-			return false, nil
+			return -1, nil
 		}
 		if err != nil {
-			return false, skipGone(err)
+			return -1, skipGone(err)
 		}
 	}
 }

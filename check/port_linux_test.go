@@ -350,6 +350,24 @@ func TestPort_Check(t *testing.T) {
 		assert.Equal(t, outputs[0], outputs[1])
 	})
 
+	t.Run("remembered socket", func(t *testing.T) {
+		// NewPort looks first where it found the socket last time; that
+		// memory never vouches for a socket that is gone, even when an
+		// unrelated process listens on the same port afterwards.
+		c := startChild(t, "listen", "tcp4", "127.0.0.1:0")
+		port := c.ready()
+		p := check.NewPort(c.pid(), port)
+		passing := check.Result{Status: check.Passing, Output: "listening on port " + strconv.Itoa(port)}
+		critical := check.Result{Status: check.Critical, Output: "not listening on port " + strconv.Itoa(port)}
+		assert.Equal(t, passing, p.Check(ctx))
+		assert.Equal(t, passing, p.Check(ctx), "from memory")
+
+		require.Equal(t, "closed", c.request("close"))
+		assert.Equal(t, critical, p.Check(ctx))
+		listen(t, "tcp4", "127.0.0.1:"+strconv.Itoa(port)) // unrelated
+		assert.Equal(t, critical, p.Check(ctx), "another process's socket on the port")
+	})
+
 	t.Run("invalid configuration", func(t *testing.T) {
 		for _, p := range []check.Port{{}, {PID: os.Getpid()}, {PID: os.Getpid(), Port: 70000}, {Port: 80}} {
 			r := p.Check(ctx)
@@ -416,4 +434,27 @@ func BenchmarkListening(b *testing.B) {
 		listen(b, "tcp4", "127.0.0.1:0")
 	}
 	cases("-crowded")
+}
+
+// BenchmarkPortCheck measures the check of a ready child, as svcwrap runs it
+// every check interval: "fresh" is a Port literal, which walks the child's
+// open files each time; "remembered" is NewPort, which looks first at the
+// descriptor that held the socket last time.
+func BenchmarkPortCheck(b *testing.B) {
+	c := startChild(b, "listen", "tcp4", "127.0.0.1:0")
+	port := c.ready()
+	ctx := context.Background()
+	for name, p := range map[string]check.Port{
+		"fresh":      {PID: c.pid(), Port: port},
+		"remembered": check.NewPort(c.pid(), port),
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if r := p.Check(ctx); r.Status != check.Passing {
+					b.Fatalf("%+v", r)
+				}
+			}
+		})
+	}
 }

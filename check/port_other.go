@@ -13,5 +13,9 @@ import (
 // errors.ErrUnsupported so that the port check reports Critical rather than a
 // guess.
 func Listening(pid, port int) (bool, error) {
+	return listening(pid, port, nil)
+}
+
+func listening(pid, port int, _ *socketHolder) (bool, error) {
 	return false, fmt.Errorf("listening check for pid %d, port %d: %w", pid, port, errors.ErrUnsupported)
 }

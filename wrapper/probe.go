@@ -39,7 +39,7 @@ func (running) Check(context.Context) check.Result {
 func newProbe(cfg Config, pid int) *probe {
 	p := &probe{checker: running{}, interval: cfg.CheckInterval, since: time.Now()}
 	if cfg.Port != 0 {
-		p.checker = check.Port{PID: pid, Port: cfg.Port}
+		p.checker = check.NewPort(pid, cfg.Port)
 	}
 	return p
 }
