@@ -80,6 +80,7 @@ type Client struct {
 type agent struct {
 	addr string
 	api  *api.Client
+	http *http.Client // the api client's
 }
 
 // New builds a client. It sends nothing: an agent that is down at start must not
@@ -123,7 +124,7 @@ func New(cfg Config) (*Client, error) {
 		if t, ok := conf.HttpClient.Transport.(*http.Transport); ok {
 			t.IdleConnTimeout = idleConnTimeout
 		}
-		c.agents = append(c.agents, agent{addr: conf.Address, api: client})
+		c.agents = append(c.agents, agent{addr: conf.Address, api: client, http: conf.HttpClient})
 	}
 	return c, nil
 }
@@ -131,6 +132,15 @@ func New(cfg Config) (*Client, error) {
 func setIf(dst *string, v string) {
 	if v != "" {
 		*dst = v
+	}
+}
+
+// CloseIdleConnections closes the connections kept for the next request.
+// svcwrap calls it after each exchange with the agent; connections it does
+// not close are closed after idleConnTimeout anyway.
+func (c *Client) CloseIdleConnections() {
+	for _, a := range c.agents {
+		a.http.CloseIdleConnections()
 	}
 }
 

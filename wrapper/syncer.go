@@ -34,6 +34,10 @@ type syncer struct {
 	service  consulclient.Service
 	critical time.Time // when the check was last (re-)registered while critical
 	claimed  bool      // the ID was found free (or stale) and is not registered yet
+
+	// Owned by the caller of want, not by run.
+	handed     bool
+	lastHanded check.Result
 }
 
 func newSyncer(cfg Config, reg Registry) *syncer {
@@ -58,8 +62,14 @@ func newSyncer(cfg Config, reg Registry) *syncer {
 }
 
 // want hands the syncer the newest check result without ever blocking: an
-// older one not yet sent is replaced.
+// older one not yet sent is replaced. A result equal to the last one handed
+// over is dropped here, so that an unchanged check every interval does not
+// even wake the syncer. Only the supervise loop calls want.
 func (s *syncer) want(r check.Result) {
+	if s.handed && r == s.lastHanded {
+		return
+	}
+	s.handed, s.lastHanded = true, r
 	for {
 		select {
 		case s.wanted <- r:
@@ -106,6 +116,7 @@ func (s *syncer) run(ctx context.Context) {
 	}
 	for {
 		err := s.push(ctx, current, &registered)
+		s.hangUp()
 		switch {
 		case err == nil:
 			if lastErr != "" {
@@ -165,6 +176,16 @@ func (s *syncer) await(ctx context.Context, timer *time.Timer, current *check.Re
 		case <-ctx.Done():
 			return false
 		}
+	}
+}
+
+// hangUp closes the registry's idle connection, if it keeps one, once a push
+// is done: the next is a heartbeat away, and an agent admits only so many
+// connections per client IP, which all the wrappers of a host share. Closing
+// here rather than on an idle timer spares a wake-up per heartbeat.
+func (s *syncer) hangUp() {
+	if c, ok := s.reg.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
 	}
 }
 
