@@ -335,10 +335,12 @@ func (s *stopper) markCritical(output string) {
 	}
 }
 
-// Backoff of persist: short, because the child's stop waits on it.
+// Backoff of persist. A host's wrappers stopped together are a herd at the
+// agent's door: every refused attempt costs the agent an accept and an
+// answer, so the attempts spread out quickly rather than hammer it.
 const (
-	persistFirst = 10 * time.Millisecond
-	persistMax   = 200 * time.Millisecond
+	persistFirst = 50 * time.Millisecond
+	persistMax   = time.Second
 )
 
 // persist makes call, bounded by the Consul timeout on a context of its own:
