@@ -49,8 +49,8 @@ func Listening(pid, port int) (bool, error) {
 }
 
 // listening is Listening that remembers in last, when it is not nil, which
-// open file of which process held the socket, and looks there first next
-// time: a ready child is checked every second, and its listening socket
+// open file of the root process pid held the socket, and looks there first
+// next time: a ready child is checked every second, and its listening socket
 // rarely moves. The socket must still be in LISTEN state on port (the dump
 // says so) and that descriptor must still refer to it (its inode, unique while
 // the socket exists), so a closed or replaced socket is never taken for
@@ -77,17 +77,26 @@ func listening(pid, port int, last *socketHolder) (bool, error) {
 	if last != nil {
 		last.mu.Lock()
 		defer last.mu.Unlock()
-		if last.pid != 0 && fdHolds(last.pid, last.fd, inodes, buf) {
+		if last.pid == pid && fdHolds(last.pid, last.fd, inodes, buf) {
 			return true, nil
 		}
 	}
 
 	// Look for one of them among the open files of the tree.
 	at, err := treeHoldsSocket(pid, inodes, buf)
-	if last != nil {
-		last.pid, last.fd = at.pid, at.fd
+	if err != nil {
+		return false, err
 	}
-	return at.pid != 0, err
+	if last != nil {
+		// Only the root's own descriptor is remembered: while the root
+		// lives its PID cannot be reused, whereas a descendant may leave the
+		// tree (a daemon reparented to init) and still hold the socket.
+		last.pid, last.fd = 0, 0
+		if at.pid == pid {
+			last.pid, last.fd = at.pid, at.fd
+		}
+	}
+	return at.pid != 0, nil
 }
 
 // fdHolds reports whether descriptor fd of process pid is one of the sockets
@@ -120,8 +129,11 @@ func treeHoldsSocket(pid int, inodes []uint64, buf []byte) (fdRef, error) {
 		queue = queue[1:]
 
 		fd, err := holdsSocket(p, inodes, buf)
-		if err != nil || fd >= 0 {
-			return fdRef{pid: p, fd: fd}, err
+		if err != nil {
+			return fdRef{}, err
+		}
+		if fd >= 0 {
+			return fdRef{pid: p, fd: fd}, nil
 		}
 
 		children, err := listChildren(nil, p, buf)
