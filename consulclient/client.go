@@ -12,12 +12,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -38,8 +39,8 @@ const idleConnTimeout = time.Second
 
 // ErrRefused means the agent accepted the connection and turned it away
 // (HTTP 429: too many concurrent connections from this IP, or its rate
-// limit), or dropped it without an answer. Another agent may answer; the same
-// one, a little later.
+// limit), or dropped it without an answer. The same agent will answer a
+// little later; the client does not fail over for it.
 var ErrRefused = errors.New("agent refused or dropped the connection (too many connections or requests?)")
 
 // ErrNotRegistered means the agent does not know the service or its check: it
@@ -152,9 +153,9 @@ func (c *Client) Addr() string {
 }
 
 // do runs call against the current agent, and on a transport failure (the agent
-// does not answer at all) or a refusal (ErrRefused) against the next ones in
-// turn. Any other HTTP error answer is an answer: it is returned as it is,
-// without failing over.
+// does not answer at all) against the next ones in turn. An HTTP error answer
+// is an answer, and a refusal (ErrRefused) comes from an agent that is alive:
+// both are returned as they are, without failing over.
 func (c *Client) do(ctx context.Context, call func(ctx context.Context, a *api.Client) error) error {
 	c.mu.Lock()
 	start := c.current
@@ -168,8 +169,11 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, a *api.C
 		err := call(rctx, a.api)
 		cancel()
 		if isRefusal(err) {
-			err = fmt.Errorf("%w: %w", ErrRefused, err)
-		} else if err == nil || isAnswer(err) {
+			// The agent is alive and busy: stay with it and let the caller
+			// retry, rather than move the registration to another agent.
+			return fmt.Errorf("agent %s: %w: %w", a.addr, ErrRefused, err)
+		}
+		if err == nil || isAnswer(err) {
 			c.mu.Lock()
 			c.current = idx
 			c.mu.Unlock()
@@ -186,11 +190,10 @@ func (c *Client) do(ctx context.Context, call func(ctx context.Context, a *api.C
 // isRefusal reports whether the agent turned the request away: its 429, from
 // the request rate limiter or the per-IP connection limiter. The connection
 // limiter writes its 429 the moment it accepts, before the request is sent,
-// so net/http mostly sees a connection that broke before its answer ("Unsolicited
-// response received on idle HTTP channel") rather than the status; a
-// connection that was made and then dropped without an answer counts too. A
-// connection that could not be made, or a timeout, is not a refusal: that
-// agent is down or hung.
+// so net/http mostly sees a connection that was made and then dropped before
+// its answer ("Unsolicited response received on idle HTTP channel") rather
+// than the status; those drops count too. Anything else, a connection that
+// could not be made, a timeout, a TLS or protocol error, is not a refusal.
 func isRefusal(err error) bool {
 	if err == nil {
 		return false
@@ -199,18 +202,18 @@ func isRefusal(err error) bool {
 	if errors.As(err, &se) {
 		return se.Code == http.StatusTooManyRequests
 	}
-	if strings.Contains(err.Error(), "Unexpected response code: 429") {
+	msg := err.Error()
+	if strings.Contains(msg, "Unexpected response code: 429") {
 		return true
 	}
 	var ue *url.Error
 	if !errors.As(err, &ue) || ue.Timeout() {
 		return false
 	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return false
-	}
-	return !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(msg, "readLoopPeekFailLocked") || // net/http: the 429 came first
+		strings.Contains(msg, "server closed idle connection")
 }
 
 // isAnswer reports whether err came from an agent that answered (an HTTP

@@ -69,16 +69,26 @@ func TestClient_RefusedAtConnectionLimit(t *testing.T) {
 	consultest.WaitServicePresent(t, agent.Client, "lim", 5*time.Second)
 }
 
-// A refusing agent is skipped for the next one in the list, as a dead one is.
-func TestClient_FailoverPastRefusingAgent(t *testing.T) {
+// A refusing agent is alive: the client reports the refusal and stays with
+// it, rather than move the registration to the next agent of the list.
+func TestClient_NoFailoverPastRefusingAgent(t *testing.T) {
 	full := limitedAgent(t)
-	occupy(t, full.HTTPAddr, connLimit)
+	release := occupy(t, full.HTTPAddr, connLimit)
 	other := consultest.StartAgent(t)
 	c, err := consulclient.New(consulclient.Config{Addrs: []string{full.HTTPAddr, other.HTTPAddr}})
 	require.NoError(t, err)
-	require.NoError(t, c.Register(t.Context(), service("fo429")))
-	consultest.WaitServicePresent(t, other.Client, "fo429", 5*time.Second)
-	assert.Equal(t, other.HTTPAddr, strings.TrimPrefix(c.Addr(), "http://"))
+	require.ErrorIs(t, c.Register(t.Context(), service("fo429")), consulclient.ErrRefused)
+	svcs, err := other.Client.Agent().Services()
+	require.NoError(t, err)
+	assert.Empty(t, svcs, "nothing registered on the next agent")
+
+	release()
+	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
+		err := c.Register(t.Context(), service("fo429"))
+		return err == nil, errString(err)
+	}, "registration on the first agent once it admits the connection")
+	consultest.WaitServicePresent(t, full.Client, "fo429", 5*time.Second)
+	assert.Equal(t, full.HTTPAddr, strings.TrimPrefix(c.Addr(), "http://"))
 }
 
 // The client keeps no connection between heartbeats: shortly after a call, a
@@ -105,4 +115,15 @@ func errString(err error) string {
 		return "no error"
 	}
 	return err.Error()
+}
+
+// A misconfiguration is not a refusal: HTTPS spoken to the agent's plain HTTP
+// port fails for good, and must not be retried as "too many connections".
+func TestClient_TLSMismatchIsNotARefusal(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{"https://" + agent.HTTPAddr}})
+	require.NoError(t, err)
+	err = c.Register(t.Context(), service("tls"))
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, consulclient.ErrRefused)
 }
