@@ -2,6 +2,7 @@ package wrapper_test
 
 import (
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -255,4 +256,22 @@ func TestLifecycle_LingeringGroupMember(t *testing.T) {
 		requireBefore(t, r.j, "deregister web", "signal SIGTERM")
 		requireBefore(t, r.j, "signal SIGTERM", "kill")
 	})
+}
+
+// While the agent refuses the deregistration, svcwrap retries within the
+// Consul timeout before the child hears the stop; a second stop signal in
+// that time kills at once, and the end does not wait out the timeout again.
+func TestLifecycle_SecondStopWhileAgentRefuses(t *testing.T) {
+	r := startFake(t, wrapper.Config{ConsulTimeout: time.Minute}, nil)
+	r.j.waitFor(t, "register web passing")
+	r.reg.mu.Lock()
+	r.reg.fail = fmt.Errorf("deregister: %w", consulclient.ErrRefused)
+	r.reg.mu.Unlock()
+	r.sigs <- syscall.SIGTERM
+	r.sigs <- syscall.SIGUSR1 // forwarded meanwhile
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+int(syscall.SIGKILL), res.code)
+	requireBefore(t, r.j, "signal SIGUSR1", "kill")
+	assert.Equal(t, -1, r.j.index("signal SIGTERM"), "killed, not asked: %q", r.j.all())
 }

@@ -137,6 +137,10 @@ func (s *syncer) run(ctx context.Context) {
 			s.fatal <- err
 			return
 		default:
+			// The look-up made at start no longer stands: by the retry,
+			// another svcwrap may have taken the ID, or another agent of
+			// the list may answer.
+			s.claimed = false
 			// The first failure, and any new one, is worth a warning; the same
 			// failure again every few seconds of an outage is not.
 			level := slog.LevelWarn

@@ -189,6 +189,7 @@ type stopper struct {
 	killAt       <-chan time.Time
 	killDeadline time.Time // when the kill timeout of a forwarded stop runs out
 	killed       bool
+	hurried      bool // a stop signal came while Consul refused: no more retries
 }
 
 // signal handles one signal svcwrap received: a stop signal starts the stop
@@ -350,13 +351,15 @@ const (
 // agent turns away the connections beyond its per-IP limit, and one attempt
 // would leave those services registered until the reaper. An agent that does
 // not answer at all is not waited for: the child's stop would wait with it.
+// Between attempts, signals are handled as the supervise loop would, and a
+// second stop signal ends the retries (an attempt under way runs out first).
 func (s *stopper) persist(call func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConsulTimeout)
 	defer cancel()
 	wait := persistFirst
 	for {
 		err := call(ctx)
-		if !errors.Is(err, consulclient.ErrRefused) {
+		if !errors.Is(err, consulclient.ErrRefused) || s.hurried {
 			return err
 		}
 		t := time.NewTimer(jitter(wait))
@@ -364,6 +367,22 @@ func (s *stopper) persist(call func(ctx context.Context) error) error {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			return err
+		case sig := <-s.cfg.Signals:
+			// The supervise loop is waiting on this: signals are handled
+			// here meanwhile. Another signal is forwarded; a stop signal
+			// means "now": give up on Consul (the TTL and the reaper will
+			// clean up) and, if a stop is under way, kill the group.
+			t.Stop()
+			if !signals.IsStop(sig) {
+				s.signal(sig)
+				break
+			}
+			s.cfg.Logger.Warn("stop signal while the agent refuses: giving up on Consul", "signal", sig.String())
+			s.hurried = true
+			if s.stopping {
+				s.kill()
+			}
 			return err
 		}
 		wait = min(2*wait, persistMax)
