@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -154,11 +155,9 @@ func TestStartCluster(t *testing.T) {
 	leader := c.Leader(t, 30*time.Second)
 	t.Logf("3 servers + 1 client: leader %s after %s", c.Agents[leader].Node, time.Since(began).Round(time.Millisecond))
 
-	// The client agent's DNS knows the three servers.
+	// The client agent's DNS knows the three servers. A leader is elected
+	// before every server has put itself in the catalog, so poll.
 	client := c.ClientAgent(0)
-	srvs, err := resolver(client.DNSAddr).LookupHost(ctx(t), "consul.service.consul.")
-	require.NoError(t, err)
-	sort.Strings(srvs)
 	var want []string
 	for i := range c.Servers {
 		host, _, err := net.SplitHostPort(c.Server(i).HTTPAddr)
@@ -166,10 +165,18 @@ func TestStartCluster(t *testing.T) {
 		want = append(want, host)
 	}
 	sort.Strings(want)
-	assert.Equal(t, want, srvs)
-	_, records, err := resolver(client.DNSAddr).LookupSRV(ctx(t), "", "", "consul.service.consul.")
-	require.NoError(t, err)
-	assert.Len(t, records, 3)
+	consultest.Eventually(t, 30*time.Second, func() (bool, string) {
+		srvs, err := resolver(client.DNSAddr).LookupHost(ctx(t), "consul.service.consul.")
+		if err != nil {
+			return false, err.Error()
+		}
+		sort.Strings(srvs)
+		_, records, err := resolver(client.DNSAddr).LookupSRV(ctx(t), "", "", "consul.service.consul.")
+		if err != nil {
+			return false, err.Error()
+		}
+		return slices.Equal(want, srvs) && len(records) == 3, fmt.Sprintf("A %v, %d SRV records", srvs, len(records))
+	}, "the three servers in the client agent's DNS")
 
 	// A service registered with the client agent reaches the servers' catalog.
 	require.NoError(t, client.Client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "web", Name: "web"}))
