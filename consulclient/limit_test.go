@@ -62,10 +62,7 @@ func TestClient_RefusedAtConnectionLimit(t *testing.T) {
 	require.ErrorIs(t, c.Deregister(t.Context(), "lim"), consulclient.ErrRefused)
 
 	release()
-	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
-		err := c.Register(t.Context(), service("lim"))
-		return err == nil, errString(err)
-	}, "registration once the connections are released")
+	registersOnceAdmitted(t, c, "lim")
 	consultest.WaitServicePresent(t, agent.Client, "lim", 5*time.Second)
 }
 
@@ -83,15 +80,12 @@ func TestClient_NoFailoverPastRefusingAgent(t *testing.T) {
 	assert.Empty(t, svcs, "nothing registered on the next agent")
 
 	release()
-	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
-		err := c.Register(t.Context(), service("fo429"))
-		return err == nil, errString(err)
-	}, "registration on the first agent once it admits the connection")
+	registersOnceAdmitted(t, c, "fo429")
 	consultest.WaitServicePresent(t, full.Client, "fo429", 5*time.Second)
 	assert.Equal(t, full.HTTPAddr, strings.TrimPrefix(c.Addr(), "http://"))
 }
 
-// The client keeps no connection between heartbeats: shortly after a call, a
+// The client keeps no connection between heartbeats: shortly after a call, an
 // agent admitting one connection per IP takes a connection from elsewhere in
 // the same process.
 func TestClient_NoIdleConnectionKept(t *testing.T) {
@@ -108,6 +102,16 @@ func TestClient_NoIdleConnectionKept(t *testing.T) {
 		err := other.SetStatus(t.Context(), "idle", "passing", "ok")
 		return err == nil, errString(err)
 	}, "a second client's call once the first has let its connection go")
+}
+
+// registersOnceAdmitted retries registering id until the agent, its held
+// connections released, admits the client's connection.
+func registersOnceAdmitted(t *testing.T, c *consulclient.Client, id string) {
+	t.Helper()
+	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
+		err := c.Register(t.Context(), service(id))
+		return err == nil, errString(err)
+	}, "registration once the agent admits the connection")
 }
 
 func errString(err error) string {

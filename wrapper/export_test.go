@@ -21,4 +21,3 @@ func NewSyncer(cfg Config, reg Registry) (Syncer, error) {
 
 func (s Syncer) Want(r check.Result)     { s.s.want(r) }
 func (s Syncer) Run(ctx context.Context) { s.s.run(ctx) }
-func (s Syncer) Fatal() <-chan error     { return s.s.fatal }

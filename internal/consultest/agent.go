@@ -91,10 +91,10 @@ func StartAgent(t testing.TB, opts ...Option) *Agent {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if ip := net.ParseIP(cfg.bind); ip == nil || !ip.IsLoopback() {
+	if !isLoopback(cfg.bind) {
 		t.Fatalf("consultest: WithBind(%q): not a loopback IP address", cfg.bind)
 	}
-	if ip := net.ParseIP(cfg.source); cfg.source != "" && (ip == nil || !ip.IsLoopback()) {
+	if cfg.source != "" && !isLoopback(cfg.source) {
 		t.Fatalf("consultest: WithHelperSource(%q): not a loopback IP address", cfg.source)
 	}
 	a := &Agent{
@@ -144,6 +144,13 @@ func StartAgent(t testing.TB, opts ...Option) *Agent {
 	}
 	t.Fatalf("consultest: start agent %s: %v", a.Node, err)
 	return nil
+}
+
+// isLoopback reports whether s is a loopback IP address: tests talk to
+// nothing else.
+func isLoopback(s string) bool {
+	ip := net.ParseIP(s)
+	return ip != nil && ip.IsLoopback()
 }
 
 // setAddrs fixes the agent's addresses and command line.
