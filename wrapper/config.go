@@ -76,6 +76,8 @@ type Config struct {
 
 	// Command is the child's argv. Required; no shell is involved.
 	Command []string
+	// Env is the child's whole environment. Nil: svcwrap's own.
+	Env []string
 
 	// TTL is the check's time to live. Zero: DefaultTTL.
 	TTL time.Duration

@@ -146,6 +146,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 func (cfg Config) start() (Process, error) {
 	opts := signals.Options{
 		Argv:       cfg.Command,
+		Env:        cfg.Env,
 		Foreground: cfg.Terminal,
 		ReapAll:    cfg.ReapAll,
 	}

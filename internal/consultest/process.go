@@ -111,6 +111,8 @@ func (p *process) stop() error {
 	if p.exited() {
 		return nil
 	}
+	// A paused agent (Agent.Pause) would not act on SIGTERM until continued.
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
