@@ -334,8 +334,10 @@ func TestLogs_NoToken(t *testing.T) {
 	const secret = "b7c1e1f0-token-never-logged"
 	agent := consultest.StartAgent(t)
 	t.Setenv("CONSUL_HTTP_TOKEN", secret)
-	w := start(t, agent, "-vvv", "--log-format", "json", "quiet", "--", "sh", "-c", "exit 0")
-	assert.Equal(t, 0, w.wait(wait))
+	w := start(t, agent, "-vvv", "--log-format", "json", "quiet", "--", "sleep", "1000")
+	consultest.WaitServiceStatus(t, agent.Client, "quiet", api.HealthPassing, wait)
+	w.signal(syscall.SIGTERM)
+	assert.Equal(t, 128+15, w.wait(wait))
 	w.errOut.waitEOF(t, wait)
 	assert.Contains(t, w.errOut.String(), `"msg":"deregistered"`)
 	assert.NotContains(t, w.errOut.String(), secret)

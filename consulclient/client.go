@@ -1,20 +1,32 @@
 // Package consulclient is everything svcwrap says to a Consul agent: register a
 // service with one TTL check, move that check's status, look up who holds a
-// service ID, and deregister. It wraps the official api client, so the consul
-// CLI's environment variables (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
-// CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, CONSUL_HTTP_SSL, ...) work unchanged.
+// service ID, learn the agent's node address, and deregister. It wraps the
+// official api client, so the consul CLI's environment variables
+// (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT,
+// CONSUL_HTTP_SSL, ...) work unchanged.
 //
-// Every call is bounded by a timeout, and a list of agents is tried in order, so
-// that neither a hung nor a dead agent can stall the wrapper.
+// A Client knows a list of agents, and every call names the agent it is for
+// (its index in the list): which agent holds the registration is the
+// caller's to decide, because a heartbeat that silently landed on another
+// agent would update whatever check of that ID lives there, another
+// instance's included. Errors say what kind of failure it was (ErrUnreachable,
+// ErrRefused, ErrRejected, ErrNotRegistered, ErrTokenChanged), so the caller
+// can decide whether to retry, move on, or report. Every call is bounded by a
+// timeout.
 package consulclient
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,28 +49,52 @@ const DefaultTimeout = 5 * time.Second
 // would make wrapper 201 on a host wait forever.
 const idleConnTimeout = time.Second
 
-// ErrRefused means the agent accepted the connection and turned it away
-// (HTTP 429: too many concurrent connections from this IP, or its rate
-// limit), or dropped it without an answer. The same agent will answer a
-// little later; the client does not fail over for it.
-var ErrRefused = errors.New("agent refused or dropped the connection (too many connections or requests?)")
+// The kinds of failure, checked with errors.Is. Every error a call returns
+// names the agent's address; none contains the token.
+var (
+	// ErrUnreachable means the agent did not answer: nothing listens, the
+	// request timed out, or TLS failed (a certificate, a handshake). Another
+	// agent of the list may answer.
+	ErrUnreachable = errors.New("agent does not answer")
+	// ErrRefused means the agent accepted the connection and turned it away
+	// (HTTP 429: too many concurrent connections from this IP, or its rate
+	// limit), or dropped it without an answer. The agent is alive and will
+	// answer a little later: retry it, do not move away from it.
+	ErrRefused = errors.New("agent refused or dropped the connection (too many connections or requests?)")
+	// ErrRejected means the agent answered that the request is wrong (a 4xx
+	// other than 404 and 429): a missing or wrong ACL token, a registration
+	// it will not take. Retrying the same request will not help until the
+	// configuration changes.
+	ErrRejected = errors.New("agent rejected the request")
+	// ErrNotRegistered means the agent does not know the service or its
+	// check: it was restarted, its data was wiped, or a token expired. The
+	// caller registers again.
+	ErrNotRegistered = errors.New("not registered with the agent")
+	// ErrTokenChanged means the agent rejected the ACL token and the token
+	// file held a new one: the caller registers again, so that the agent
+	// syncs the service to the servers with the new token.
+	ErrTokenChanged = errors.New("the agent rejected the ACL token; a new token was read from the token file")
+)
 
-// ErrNotRegistered means the agent does not know the service or its check: it
-// was restarted, its data was wiped, or a token expired. The caller registers
-// again.
-var ErrNotRegistered = errors.New("not registered with the agent")
+// Permanent reports whether err is a failure that retrying will not heal (a
+// rejection, a TLS error), so that it is worth telling an operator at once.
+func Permanent(err error) bool {
+	return errors.Is(err, ErrRejected) || isTLS(err)
+}
 
 // Config says which agents to talk to and how.
 type Config struct {
-	// Addrs are agent addresses, tried in order until one answers: "host:port",
-	// "http://host:port", "https://host:port" or "unix:///path". Empty: the api
-	// client's default, CONSUL_HTTP_ADDR or else 127.0.0.1:8500.
+	// Addrs are agent addresses: "host:port", "http://host:port",
+	// "https://host:port" or "unix:///path". The first is taken to be the
+	// agent of the host the command runs on. Empty: the api client's default,
+	// CONSUL_HTTP_ADDR or else 127.0.0.1:8500.
 	Addrs []string
 	// Token is the ACL token. Empty: TokenFile, else CONSUL_HTTP_TOKEN or
 	// CONSUL_HTTP_TOKEN_FILE, as the consul CLI reads them.
 	Token string
-	// TokenFile holds the ACL token. Empty: as for Token. An unreadable file
-	// is an error from New.
+	// TokenFile holds the ACL token. It is read again whenever an agent
+	// rejects the token, so a rotated token takes effect at the next
+	// request. Empty: as for Token. An unreadable file is an error from New.
 	TokenFile string
 	// CAFile, CertFile, KeyFile and TLSServerName configure TLS to the agent.
 	// Empty: CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
@@ -68,14 +104,11 @@ type Config struct {
 	Timeout time.Duration
 }
 
-// Client talks to the first agent of its list that answers and sticks with it
-// until it stops answering.
+// Client talks to the agents of its list, each call to the one it names.
 type Client struct {
 	timeout time.Duration
 	agents  []agent
-
-	mu      sync.Mutex
-	current int // index in agents of the agent that answered last
+	token   *token
 }
 
 type agent struct {
@@ -98,17 +131,21 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{timeout: timeout}
 	for _, addr := range addrs {
 		conf := api.DefaultConfig() // reads CONSUL_* from the environment
+		if c.token == nil {
+			tok, err := newToken(cfg, conf.Token, conf.TokenFile)
+			if err != nil {
+				return nil, err
+			}
+			c.token = tok
+		}
+		// The token goes with each request (see token), not as the api
+		// client's default, so that a re-read token is used at once.
+		conf.Token, conf.TokenFile = "", ""
 		if addr != "" {
 			conf.Address = addr
 			if strings.HasPrefix(addr, "https://") {
 				conf.Scheme = "https"
 			}
-		}
-		switch {
-		case cfg.Token != "":
-			conf.Token, conf.TokenFile = cfg.Token, ""
-		case cfg.TokenFile != "":
-			conf.Token, conf.TokenFile = "", cfg.TokenFile
 		}
 		setIf(&conf.TLSConfig.CAFile, cfg.CAFile)
 		setIf(&conf.TLSConfig.CertFile, cfg.CertFile)
@@ -136,6 +173,12 @@ func setIf(dst *string, v string) {
 	}
 }
 
+// Agents is the number of agents in the list; calls name one by its index.
+func (c *Client) Agents() int { return len(c.agents) }
+
+// Addr is the address of agent i, as errors and logs name it.
+func (c *Client) Addr(i int) string { return c.agents[i].addr }
+
 // CloseIdleConnections closes the connections kept for the next request.
 // svcwrap calls it after each exchange with the agent; connections it does
 // not close are closed after idleConnTimeout anyway.
@@ -145,86 +188,45 @@ func (c *Client) CloseIdleConnections() {
 	}
 }
 
-// Addr is the address of the agent the client talks to now.
-func (c *Client) Addr() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.agents[c.current].addr
-}
-
-// do runs call against the current agent, and on a transport failure (the agent
-// does not answer at all) against the next ones in turn. An HTTP error answer
-// is an answer, and a refusal (ErrRefused) comes from an agent that is alive:
-// both are returned as they are, without failing over.
-func (c *Client) do(ctx context.Context, call func(ctx context.Context, a *api.Client) error) error {
-	c.mu.Lock()
-	start := c.current
-	c.mu.Unlock()
-
-	var errs []error
-	for i := range c.agents {
-		idx := (start + i) % len(c.agents)
-		a := c.agents[idx]
+// do runs call against agent i with the current token and the client's
+// timeout, and says what kind of failure an error is. When the agent rejects
+// the token and the token file holds a new one, do reports ErrTokenChanged if
+// retry is false, and otherwise makes the call once more with the new token.
+func (c *Client) do(ctx context.Context, i int, op string, retry bool, call func(ctx context.Context, a *api.Client, token string) error) error {
+	a := c.agents[i]
+	attempt := func() error {
 		rctx, cancel := context.WithTimeout(ctx, c.timeout)
-		err := call(rctx, a.api)
-		cancel()
-		if isRefusal(err) {
-			// The agent is alive and busy: stay with it and let the caller
-			// retry, rather than move the registration to another agent.
-			return fmt.Errorf("agent %s: %w: %w", a.addr, ErrRefused, err)
-		}
-		if err == nil || isAnswer(err) {
-			c.mu.Lock()
-			c.current = idx
-			c.mu.Unlock()
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		errs = append(errs, fmt.Errorf("agent %s: %w", a.addr, err))
+		defer cancel()
+		return call(rctx, a.api, c.token.get())
 	}
-	return errors.Join(errs...)
-}
-
-// isRefusal reports whether the agent turned the request away: its 429, from
-// the request rate limiter or the per-IP connection limiter. The connection
-// limiter writes its 429 the moment it accepts, before the request is sent,
-// so net/http mostly sees a connection that was made and then dropped before
-// its answer ("Unsolicited response received on idle HTTP channel") rather
-// than the status; those drops count too. Anything else, a connection that
-// could not be made, a timeout, a TLS or protocol error, is not a refusal.
-func isRefusal(err error) bool {
+	err := attempt()
+	if isForbidden(err) && c.token.reload() {
+		if !retry {
+			return fmt.Errorf("%s through agent %s: %w", op, a.addr, ErrTokenChanged)
+		}
+		err = attempt()
+	}
 	if err == nil {
-		return false
+		return nil
 	}
-	var se api.StatusError
-	if errors.As(err, &se) {
-		return se.Code == http.StatusTooManyRequests
+	var kind error
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s through agent %s: %w", op, a.addr, ctx.Err())
+	case isTLS(err):
+		kind = ErrUnreachable
+	case isRefusal(err):
+		kind = ErrRefused
+	case isNotFound(err):
+		kind = ErrNotRegistered
+	case isClientError(err):
+		kind = ErrRejected
+	case !isAnswer(err):
+		kind = ErrUnreachable
+	default: // a 5xx: the agent answered; it is alive but cannot do it now
+		return fmt.Errorf("%s through agent %s: %w", op, a.addr, err)
 	}
-	msg := err.Error()
-	if strings.Contains(msg, "Unexpected response code: 429") {
-		return true
-	}
-	var ue *url.Error
-	if !errors.As(err, &ue) || ue.Timeout() {
-		return false
-	}
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		strings.Contains(msg, "readLoopPeekFailLocked") || // net/http: the 429 came first
-		strings.Contains(msg, "server closed idle connection")
-}
-
-// isAnswer reports whether err came from an agent that answered (an HTTP
-// status), as opposed to one that could not be reached.
-func isAnswer(err error) bool {
-	var se api.StatusError
-	if errors.As(err, &se) {
-		return true
-	}
-	// Some api calls format the status into a plain error.
-	return strings.Contains(err.Error(), "Unexpected response code")
+	return fmt.Errorf("%s through agent %s: %w: %w", op, a.addr, kind, err)
 }
 
 // Service is one registration: the service and its single TTL check.
@@ -233,7 +235,7 @@ type Service struct {
 	Name    string
 	Tags    []string
 	Meta    map[string]string
-	Address string // empty: the agent's node address
+	Address string // empty: the node address of the agent it is registered with
 	Port    int    // zero: none
 
 	TTL time.Duration // how long a status lasts without a refresh
@@ -250,9 +252,10 @@ type Service struct {
 // ianitor and Consul use by default.
 func CheckID(serviceID string) string { return "service:" + serviceID }
 
-// Register registers s with its TTL check. Registering again is safe: Consul
-// keeps the service, and the reaper's clock for a critical check restarts.
-func (c *Client) Register(ctx context.Context, s Service) error {
+// Register registers s with its TTL check on agent i. Registering again is
+// safe: Consul keeps the service and its check's status, and the reaper's
+// clock for a critical check restarts.
+func (c *Client) Register(ctx context.Context, i int, s Service) error {
 	reg := &api.AgentServiceRegistration{
 		ID:      s.ID,
 		Name:    s.Name,
@@ -271,8 +274,8 @@ func (c *Client) Register(ctx context.Context, s Service) error {
 	if s.DeregisterAfter > 0 {
 		reg.Check.DeregisterCriticalServiceAfter = s.DeregisterAfter.String()
 	}
-	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
-		return a.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx))
+	err := c.do(ctx, i, "register", true, func(ctx context.Context, a *api.Client, token string) error {
+		return a.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{Token: token}.WithContext(ctx))
 	})
 	if err != nil {
 		return fmt.Errorf("register service %q: %w", s.ID, err)
@@ -280,82 +283,66 @@ func (c *Client) Register(ctx context.Context, s Service) error {
 	// The output is not part of a registration; set it so the check says why
 	// it is in its status from the first moment.
 	if s.Output != "" {
-		return c.SetStatus(ctx, s.ID, s.Status, s.Output)
+		err = c.SetStatus(ctx, i, s.ID, s.Status, s.Output)
+		if errors.Is(err, ErrTokenChanged) {
+			err = c.SetStatus(ctx, i, s.ID, s.Status, s.Output)
+		}
 	}
-	return nil
+	return err
 }
 
-// SetStatus sets the TTL check of serviceID to status with output, which also
-// restarts its TTL. It returns an error wrapping ErrNotRegistered when the agent
-// does not know the check.
-func (c *Client) SetStatus(ctx context.Context, serviceID, status, output string) error {
-	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
-		return a.Agent().UpdateTTLOpts(CheckID(serviceID), output, status, (&api.QueryOptions{}).WithContext(ctx))
+// SetStatus sets the TTL check of serviceID on agent i to status with output,
+// which also restarts its TTL. It returns an error wrapping ErrNotRegistered
+// when the agent does not know the check, and ErrTokenChanged when the agent
+// rejected the token and a new one was read: the caller registers again.
+func (c *Client) SetStatus(ctx context.Context, i int, serviceID, status, output string) error {
+	err := c.do(ctx, i, "heartbeat", false, func(ctx context.Context, a *api.Client, token string) error {
+		return a.Agent().UpdateTTLOpts(CheckID(serviceID), output, status, (&api.QueryOptions{Token: token}).WithContext(ctx))
 	})
 	if err != nil {
-		if isUnknownCheck(err) {
-			return fmt.Errorf("set check %q %s: %w", CheckID(serviceID), status, ErrNotRegistered)
+		if !errors.Is(err, ErrNotRegistered) && isUnknownCheck(err) {
+			err = fmt.Errorf("%w: %w", ErrNotRegistered, err)
 		}
 		return fmt.Errorf("set check %q %s: %w", CheckID(serviceID), status, err)
 	}
 	return nil
 }
 
-// isUnknownCheck recognises the agent's answers for a check it does not have.
-func isUnknownCheck(err error) bool {
-	var se api.StatusError
-	if errors.As(err, &se) && se.Code == http.StatusNotFound {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "Unexpected response code: 404") ||
-		strings.Contains(msg, "Unknown check") ||
-		strings.Contains(msg, "does not have associated TTL")
-}
-
-// Deregister removes the service and its check. A service the agent does not
-// know is already gone: that is success.
-func (c *Client) Deregister(ctx context.Context, serviceID string) error {
-	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
-		return a.Agent().ServiceDeregisterOpts(serviceID, (&api.QueryOptions{}).WithContext(ctx))
+// Deregister removes the service and its check from agent i. A service the
+// agent does not know is already gone: that is success.
+func (c *Client) Deregister(ctx context.Context, i int, serviceID string) error {
+	err := c.do(ctx, i, "deregister", true, func(ctx context.Context, a *api.Client, token string) error {
+		return a.Agent().ServiceDeregisterOpts(serviceID, (&api.QueryOptions{Token: token}).WithContext(ctx))
 	})
-	if err != nil && !isNotFound(err) {
+	if err != nil && !errors.Is(err, ErrNotRegistered) {
 		return fmt.Errorf("deregister service %q: %w", serviceID, err)
 	}
 	return nil
 }
 
-func isNotFound(err error) bool {
-	var se api.StatusError
-	if errors.As(err, &se) && se.Code == http.StatusNotFound {
-		return true
-	}
-	return strings.Contains(err.Error(), "Unexpected response code: 404")
-}
-
-// Holder describes the current registration of a service ID on the agent.
+// Holder describes the current registration of a service ID on an agent.
 type Holder struct {
 	Meta        map[string]string
 	CheckStatus string // status of the TTL check; empty when it has none
 	CheckOutput string
 }
 
-// Holder returns who holds serviceID on the agent, or nil when nobody does.
+// Holder returns who holds serviceID on agent i, or nil when nobody does.
 // The usual case, a free ID, costs one request; a held one, a second for its
 // check. (The agent's health endpoint would answer both at once, but it
 // answers a warning with the same 429 as its connection limiter, so a refusal
 // could not be told from an answer.)
-func (c *Client) Holder(ctx context.Context, serviceID string) (*Holder, error) {
+func (c *Client) Holder(ctx context.Context, i int, serviceID string) (*Holder, error) {
 	var svc *api.AgentService
-	err := c.do(ctx, func(ctx context.Context, a *api.Client) error {
+	err := c.do(ctx, i, "look up", true, func(ctx context.Context, a *api.Client, token string) error {
 		var err error
-		svc, _, err = a.Agent().Service(serviceID, (&api.QueryOptions{}).WithContext(ctx))
+		svc, _, err = a.Agent().Service(serviceID, (&api.QueryOptions{Token: token}).WithContext(ctx))
 		return err
 	})
+	if errors.Is(err, ErrNotRegistered) {
+		return nil, nil
+	}
 	if err != nil {
-		if isNotFound(err) {
-			return nil, nil
-		}
 		return nil, fmt.Errorf("look up service %q: %w", serviceID, err)
 	}
 	if svc == nil {
@@ -364,9 +351,9 @@ func (c *Client) Holder(ctx context.Context, serviceID string) (*Holder, error) 
 
 	var checks map[string]*api.AgentCheck
 	filter := "CheckID == " + strconv.Quote(CheckID(serviceID))
-	err = c.do(ctx, func(ctx context.Context, a *api.Client) error {
+	err = c.do(ctx, i, "look up", true, func(ctx context.Context, a *api.Client, token string) error {
 		var err error
-		checks, err = a.Agent().ChecksWithFilterOpts(filter, (&api.QueryOptions{}).WithContext(ctx))
+		checks, err = a.Agent().ChecksWithFilterOpts(filter, (&api.QueryOptions{Token: token}).WithContext(ctx))
 		return err
 	})
 	if err != nil {
@@ -383,4 +370,195 @@ func (c *Client) Holder(ctx context.Context, serviceID string) (*Holder, error) 
 // refreshed it: the agent's own words when a TTL lapses.
 func (h *Holder) TTLExpired() bool {
 	return h.CheckStatus == api.HealthCritical && strings.HasPrefix(h.CheckOutput, "TTL expired")
+}
+
+// NodeAddress returns the address of agent i's node: the address a service
+// registered there without one is given. A service registered through
+// another agent carries this address explicitly, so that it still points at
+// the host the command runs on.
+func (c *Client) NodeAddress(ctx context.Context, i int) (string, error) {
+	var self struct{ Member struct{ Addr string } }
+	err := c.do(ctx, i, "look up", true, func(ctx context.Context, a *api.Client, token string) error {
+		_, err := a.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{Token: token}).WithContext(ctx))
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("look up the node address: %w", err)
+	}
+	if self.Member.Addr == "" {
+		return "", fmt.Errorf("look up the node address through agent %s: the agent did not say", c.agents[i].addr)
+	}
+	return self.Member.Addr, nil
+}
+
+// token is the ACL token sent with every request. Read from a file, it is
+// read again when an agent rejects it, so a rotated token takes effect
+// without a restart.
+type token struct {
+	file string // empty: the token is fixed
+
+	mu    sync.Mutex
+	value string
+}
+
+// newToken picks the token as the consul CLI does: the configuration's token,
+// then its token file, then CONSUL_HTTP_TOKEN, then CONSUL_HTTP_TOKEN_FILE
+// (envToken and envFile, as api.DefaultConfig read them).
+func newToken(cfg Config, envToken, envFile string) (*token, error) {
+	switch {
+	case cfg.Token != "":
+		return &token{value: cfg.Token}, nil
+	case cfg.TokenFile != "":
+		envToken, envFile = "", cfg.TokenFile
+	case envToken != "":
+		return &token{value: envToken}, nil
+	}
+	if envFile == "" {
+		return &token{}, nil
+	}
+	t := &token{file: envFile}
+	v, err := t.read()
+	if err != nil {
+		return nil, err
+	}
+	t.value = v
+	return t, nil
+}
+
+func (t *token) read() (string, error) {
+	b, err := os.ReadFile(t.file)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	return string(bytes.TrimSpace(b)), nil
+}
+
+func (t *token) get() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.value
+}
+
+// reload reads the token file again and reports whether it now holds another
+// token. An unreadable file keeps the token there was.
+func (t *token) reload() bool {
+	if t.file == "" {
+		return false
+	}
+	v, err := t.read()
+	if err != nil || v == "" {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v == t.value {
+		return false
+	}
+	t.value = v
+	return true
+}
+
+// Classifying errors. The api client reports an HTTP status either as an
+// api.StatusError or, for some calls, only in the text "Unexpected response
+// code: N"; statusCode reads both, and its test pins the text.
+
+// statusCode returns the HTTP status an agent answered with, or 0 when err is
+// not an answer.
+func statusCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	msg := err.Error()
+	const marker = "Unexpected response code: "
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return 0
+	}
+	rest := msg[i+len(marker):]
+	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(rest)
+	}
+	code, _ := strconv.Atoi(rest[:end])
+	return code
+}
+
+// isAnswer reports whether err came from an agent that answered (an HTTP
+// status), as opposed to one that could not be reached.
+func isAnswer(err error) bool { return statusCode(err) != 0 }
+
+func isNotFound(err error) bool { return statusCode(err) == http.StatusNotFound }
+
+func isForbidden(err error) bool { return statusCode(err) == http.StatusForbidden }
+
+// isClientError: a 4xx other than 404 (unknown) and 429 (refused).
+func isClientError(err error) bool {
+	code := statusCode(err)
+	return code >= 400 && code < 500 && code != http.StatusNotFound && code != http.StatusTooManyRequests
+}
+
+// isUnknownCheck recognises the agent's answers for a check it does not have,
+// which some versions give as a 500 with these words.
+func isUnknownCheck(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Unknown check") || strings.Contains(msg, "does not have associated TTL")
+}
+
+// isTLS reports whether err is a TLS failure: a certificate the client does
+// not trust, a handshake the agent broke off with an alert (crypto/tls
+// reports a received alert as a net.OpError of Op "remote error"), or TLS
+// spoken to a plain port or the reverse. Such an agent will not answer this
+// client until someone fixes the configuration; it is not a refusal.
+func isTLS(err error) bool {
+	if err == nil {
+		return false
+	}
+	var (
+		verify   *tls.CertificateVerificationError
+		header   tls.RecordHeaderError
+		alert    tls.AlertError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		op       *net.OpError
+	)
+	switch {
+	case errors.As(err, &verify), errors.As(err, &header), errors.As(err, &alert),
+		errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
+		return true
+	case errors.As(err, &op) && op.Op == "remote error":
+		return true
+	}
+	// net/http says this, with no type, when a plain-HTTP agent is spoken
+	// to in TLS.
+	return strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+}
+
+// isRefusal reports whether the agent turned the request away: its 429, from
+// the request rate limiter or the per-IP connection limiter. The connection
+// limiter writes its 429 the moment it accepts, before the request is sent,
+// so net/http mostly sees a connection that was made and then dropped before
+// its answer ("Unsolicited response received on idle HTTP channel") rather
+// than the status; those drops count too. Anything else, a connection that
+// could not be made, a timeout, a TLS or protocol error, is not a refusal.
+func isRefusal(err error) bool {
+	if err == nil || isTLS(err) {
+		return false
+	}
+	if statusCode(err) == http.StatusTooManyRequests {
+		return true
+	}
+	var ue *url.Error
+	if !errors.As(err, &ue) || ue.Timeout() {
+		return false
+	}
+	msg := err.Error()
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(msg, "readLoopPeekFailLocked") || // net/http: the 429 came first
+		strings.Contains(msg, "server closed idle connection")
 }

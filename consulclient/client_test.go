@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +41,7 @@ func TestClient_RegisterStatusDeregister(t *testing.T) {
 	require.NoError(t, err)
 	ctx := t.Context()
 
-	require.NoError(t, c.Register(ctx, service("web-1")))
+	require.NoError(t, c.Register(ctx, 0, service("web-1")))
 	svc, _, err := agent.Client.Agent().Service("web-1", nil)
 	require.NoError(t, err)
 	assert.Equal(t, "web", svc.Service)
@@ -58,21 +59,21 @@ func TestClient_RegisterStatusDeregister(t *testing.T) {
 	// DeregisterCriticalServiceAfter is not shown by the agent's API; the
 	// SIGKILL test in the command's tests sees the reaper act on it.
 
-	require.NoError(t, c.SetStatus(ctx, "web-1", api.HealthPassing, "ready"))
+	require.NoError(t, c.SetStatus(ctx, 0, "web-1", api.HealthPassing, "ready"))
 	consultest.WaitServiceStatus(t, agent.Client, "web-1", api.HealthPassing, 5*time.Second)
 
-	h, err := c.Holder(ctx, "web-1")
+	h, err := c.Holder(ctx, 0, "web-1")
 	require.NoError(t, err)
 	require.NotNil(t, h)
 	assert.Equal(t, "x", h.Meta["team"])
 	assert.Equal(t, api.HealthPassing, h.CheckStatus)
 	assert.False(t, h.TTLExpired())
 
-	require.NoError(t, c.Deregister(ctx, "web-1"))
+	require.NoError(t, c.Deregister(ctx, 0, "web-1"))
 	consultest.WaitServiceGone(t, agent.Client, "web-1", 5*time.Second)
-	require.NoError(t, c.Deregister(ctx, "web-1"), "deregistering a service that is gone is success")
+	require.NoError(t, c.Deregister(ctx, 0, "web-1"), "deregistering a service that is gone is success")
 
-	h, err = c.Holder(ctx, "web-1")
+	h, err = c.Holder(ctx, 0, "web-1")
 	require.NoError(t, err)
 	assert.Nil(t, h)
 }
@@ -81,7 +82,7 @@ func TestClient_SetStatusOnForgottenService(t *testing.T) {
 	agent := consultest.StartAgent(t)
 	c, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}})
 	require.NoError(t, err)
-	err = c.SetStatus(t.Context(), "nobody", api.HealthPassing, "")
+	err = c.SetStatus(t.Context(), 0, "nobody", api.HealthPassing, "")
 	require.Error(t, err)
 	assert.ErrorIs(t, err, consulclient.ErrNotRegistered)
 }
@@ -93,9 +94,9 @@ func TestClient_TTLExpiry(t *testing.T) {
 	s := service("short")
 	s.TTL = 200 * time.Millisecond
 	s.Status, s.Output = api.HealthPassing, "ok"
-	require.NoError(t, c.Register(t.Context(), s))
+	require.NoError(t, c.Register(t.Context(), 0, s))
 	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
-		h, err := c.Holder(t.Context(), "short")
+		h, err := c.Holder(t.Context(), 0, "short")
 		if err != nil || h == nil {
 			return false, "no holder"
 		}
@@ -103,23 +104,40 @@ func TestClient_TTLExpiry(t *testing.T) {
 	}, "the agent marks the lapsed TTL")
 }
 
-func TestClient_FailoverToNextAgent(t *testing.T) {
+// Every call goes to the agent it names, and nowhere else: an agent that does
+// not answer is ErrUnreachable, named in the error, and the next agent of the
+// list is not tried behind the caller's back.
+func TestClient_CallsTheAgentItNames(t *testing.T) {
+	dead := deadAddr(t)
 	agent := consultest.StartAgent(t)
-	c, err := consulclient.New(consulclient.Config{Addrs: []string{deadAddr(t), agent.HTTPAddr}})
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{dead, agent.HTTPAddr}})
 	require.NoError(t, err)
-	require.NoError(t, c.Register(t.Context(), service("fo")))
+	require.Equal(t, 2, c.Agents())
+
+	err = c.Register(t.Context(), 0, service("fo"))
+	require.ErrorIs(t, err, consulclient.ErrUnreachable)
+	assert.Contains(t, err.Error(), dead)
+	assert.False(t, consulclient.Permanent(err), "a dead agent may come back")
+	svcs, err := agent.Client.Agent().Services()
+	require.NoError(t, err)
+	assert.Empty(t, svcs, "nothing registered on the agent not named")
+
+	require.NoError(t, c.Register(t.Context(), 1, service("fo")))
 	consultest.WaitServicePresent(t, agent.Client, "fo", 5*time.Second)
-	assert.Contains(t, c.Addr(), agent.HTTPAddr)
+	assert.Equal(t, agent.HTTPAddr, strings.TrimPrefix(c.Addr(1), "http://"))
 }
 
-func TestClient_AllAgentsDown(t *testing.T) {
-	a, b := deadAddr(t), deadAddr(t)
-	c, err := consulclient.New(consulclient.Config{Addrs: []string{a, b}})
+// NodeAddress is the address the agent gives services registered without
+// one: its node's.
+func TestClient_NodeAddress(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}})
 	require.NoError(t, err)
-	err = c.Register(t.Context(), service("x"))
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), a)
-	assert.Contains(t, err.Error(), b)
+	addr, err := c.NodeAddress(t.Context(), 0)
+	require.NoError(t, err)
+	node, _, err := agent.Client.Catalog().Node(agent.Node, nil)
+	require.NoError(t, err)
+	assert.Equal(t, node.Node.Address, addr)
 }
 
 // A hung agent is a fault a real one cannot be made to produce on demand: a
@@ -134,7 +152,7 @@ func TestClient_HungAgentTimesOut(t *testing.T) {
 	c, err := consulclient.New(consulclient.Config{Addrs: []string{srv.URL}, Timeout: 100 * time.Millisecond})
 	require.NoError(t, err)
 	done := make(chan error, 1)
-	go func() { done <- c.SetStatus(t.Context(), "x", api.HealthPassing, "") }()
+	go func() { done <- c.SetStatus(t.Context(), 0, "x", api.HealthPassing, "") }()
 	select {
 	case err := <-done:
 		require.Error(t, err)
@@ -157,7 +175,7 @@ func TestClient_TokenNeverInErrors(t *testing.T) {
 	require.NoError(t, os.WriteFile(file, []byte(secret+"\n"), 0o600))
 	c, err := consulclient.New(consulclient.Config{Addrs: []string{srv.URL}, TokenFile: file})
 	require.NoError(t, err)
-	err = c.Register(t.Context(), service("x"))
+	err = c.Register(t.Context(), 0, service("x"))
 	require.Error(t, err)
 	assert.Equal(t, secret, got)
 	assert.NotContains(t, err.Error(), secret)
@@ -173,6 +191,6 @@ func TestClient_EnvironmentAddress(t *testing.T) {
 	t.Setenv("CONSUL_HTTP_ADDR", agent.HTTPAddr)
 	c, err := consulclient.New(consulclient.Config{})
 	require.NoError(t, err)
-	require.NoError(t, c.Register(t.Context(), service("env")))
+	require.NoError(t, c.Register(t.Context(), 0, service("env")))
 	consultest.WaitServicePresent(t, agent.Client, "env", 5*time.Second)
 }

@@ -2,7 +2,6 @@ package consulclient_test
 
 import (
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -54,35 +53,34 @@ func TestClient_RefusedAtConnectionLimit(t *testing.T) {
 	c, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}})
 	require.NoError(t, err)
 
-	_, err = c.Holder(t.Context(), "lim")
+	_, err = c.Holder(t.Context(), 0, "lim")
 	require.ErrorIs(t, err, consulclient.ErrRefused)
 	assert.NotContains(t, err.Error(), "invalid character")
-	require.ErrorIs(t, c.Register(t.Context(), service("lim")), consulclient.ErrRefused)
-	require.ErrorIs(t, c.SetStatus(t.Context(), "lim", "passing", "ok"), consulclient.ErrRefused)
-	require.ErrorIs(t, c.Deregister(t.Context(), "lim"), consulclient.ErrRefused)
+	require.ErrorIs(t, c.Register(t.Context(), 0, service("lim")), consulclient.ErrRefused)
+	require.ErrorIs(t, c.SetStatus(t.Context(), 0, "lim", "passing", "ok"), consulclient.ErrRefused)
+	require.ErrorIs(t, c.Deregister(t.Context(), 0, "lim"), consulclient.ErrRefused)
 
 	release()
 	registersOnceAdmitted(t, c, "lim")
 	consultest.WaitServicePresent(t, agent.Client, "lim", 5*time.Second)
 }
 
-// A refusing agent is alive: the client reports the refusal and stays with
-// it, rather than move the registration to the next agent of the list.
-func TestClient_NoFailoverPastRefusingAgent(t *testing.T) {
+// A refusing agent is alive: the client says so (ErrRefused, not
+// ErrUnreachable), so that the caller retries it rather than move the
+// registration to the next agent of the list.
+func TestClient_RefusalIsNotUnreachable(t *testing.T) {
 	full := limitedAgent(t)
 	release := occupy(t, full.HTTPAddr, connLimit)
-	other := consultest.StartAgent(t)
-	c, err := consulclient.New(consulclient.Config{Addrs: []string{full.HTTPAddr, other.HTTPAddr}})
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{full.HTTPAddr}})
 	require.NoError(t, err)
-	require.ErrorIs(t, c.Register(t.Context(), service("fo429")), consulclient.ErrRefused)
-	svcs, err := other.Client.Agent().Services()
-	require.NoError(t, err)
-	assert.Empty(t, svcs, "nothing registered on the next agent")
+	err = c.Register(t.Context(), 0, service("fo429"))
+	require.ErrorIs(t, err, consulclient.ErrRefused)
+	assert.NotErrorIs(t, err, consulclient.ErrUnreachable)
+	assert.False(t, consulclient.Permanent(err), "a refusal heals by itself")
 
 	release()
 	registersOnceAdmitted(t, c, "fo429")
 	consultest.WaitServicePresent(t, full.Client, "fo429", 5*time.Second)
-	assert.Equal(t, full.HTTPAddr, strings.TrimPrefix(c.Addr(), "http://"))
 }
 
 // The client keeps no connection between heartbeats: shortly after a call, an
@@ -94,12 +92,12 @@ func TestClient_NoIdleConnectionKept(t *testing.T) {
 		consultest.WithArgs("-hcl", "limits { http_max_conns_per_client = 1 }"))
 	c, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}})
 	require.NoError(t, err)
-	require.NoError(t, c.Register(t.Context(), service("idle")))
+	require.NoError(t, c.Register(t.Context(), 0, service("idle")))
 
 	other, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}})
 	require.NoError(t, err)
 	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
-		err := other.SetStatus(t.Context(), "idle", "passing", "ok")
+		err := other.SetStatus(t.Context(), 0, "idle", "passing", "ok")
 		return err == nil, errString(err)
 	}, "a second client's call once the first has let its connection go")
 }
@@ -109,7 +107,7 @@ func TestClient_NoIdleConnectionKept(t *testing.T) {
 func registersOnceAdmitted(t *testing.T, c *consulclient.Client, id string) {
 	t.Helper()
 	consultest.Eventually(t, 10*time.Second, func() (bool, string) {
-		err := c.Register(t.Context(), service(id))
+		err := c.Register(t.Context(), 0, service(id))
 		return err == nil, errString(err)
 	}, "registration once the agent admits the connection")
 }
@@ -127,7 +125,9 @@ func TestClient_TLSMismatchIsNotARefusal(t *testing.T) {
 	agent := consultest.StartAgent(t)
 	c, err := consulclient.New(consulclient.Config{Addrs: []string{"https://" + agent.HTTPAddr}})
 	require.NoError(t, err)
-	err = c.Register(t.Context(), service("tls"))
+	err = c.Register(t.Context(), 0, service("tls"))
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, consulclient.ErrRefused)
+	assert.ErrorIs(t, err, consulclient.ErrUnreachable, "another agent of the list may answer")
+	assert.True(t, consulclient.Permanent(err), "retrying will not heal it: %v", err)
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/svcwrap/svcwrap/consulclient"
 )
 
 // Defaults for the zero values of Config. They are the command line's defaults
@@ -61,14 +63,19 @@ func (p Policy) String() string {
 // Config is everything Run needs. Each field's zero value is documented; zero
 // values give the command line's defaults.
 type Config struct {
-	// Name is the Consul service name. Required.
+	// Name is the Consul service name. Required; it must pass
+	// consulclient.ValidateServiceName.
 	Name string
-	// ID is the service ID. Empty: Name, as Consul and ianitor do.
+	// ID is the service ID; it must pass consulclient.ValidateServiceID.
+	// Empty: Name, as Consul and ianitor do.
 	ID string
-	// Tags and Meta are registered as given. An empty tag is an error.
+	// Tags and Meta are registered as given. An empty tag is an error. Meta
+	// must pass consulclient.ValidateMeta with room for svcwrap's own key,
+	// svcwrap_instance: at most 63 pairs, and not that key.
 	Tags []string
 	Meta map[string]string
-	// Address is the registered address. Empty: the agent's node address.
+	// Address is the registered address: an IP address or a host name
+	// (consulclient.ValidateServiceAddress). Empty: the agent's node address.
 	Address string
 	// Port is the registered port, and the port the child must listen on
 	// before it counts as ready. Zero: no port; ready means alive.
@@ -113,6 +120,11 @@ type Config struct {
 	// ConsulTimeout bounds each request to Consul and the deregistration at
 	// the end. Zero: DefaultConsulTimeout.
 	ConsulTimeout time.Duration
+	// LockDir holds the host locks, one file per agent and service ID, that
+	// let one svcwrap of this host at a time claim an ID. Zero: /run/svcwrap
+	// where it exists or can be created, else svcwrap in os.TempDir(). Where
+	// no lock can be taken, the claim is not atomic but the service runs.
+	LockDir string
 
 	// KeepChild turns off the parent-death signal: the child then survives a
 	// svcwrap killed with SIGKILL. False: the kernel kills the child with it.
@@ -141,11 +153,24 @@ func usagef(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
 }
 
+func usageErr(err error) error { return fmt.Errorf("%w: %w", ErrUsage, err) }
+
+// Validate returns cfg as Run would use it, every zero value replaced by its
+// default, or an error wrapping ErrUsage for the first thing wrong with it.
+// Run validates by itself; Validate is for checking a configuration without
+// starting anything. Pass Run the Config given to Validate, not the one it
+// returns: a negative DeregisterAfter becomes zero, which Run would read as
+// the default.
+func (cfg Config) Validate() (Config, error) { return cfg.withDefaults() }
+
 // withDefaults returns cfg with every zero value replaced by its default, and
 // an error wrapping ErrUsage for the first thing that is wrong with it.
 func (cfg Config) withDefaults() (Config, error) {
 	if strings.TrimSpace(cfg.Name) == "" {
 		return cfg, usagef("missing service name")
+	}
+	if err := consulclient.ValidateServiceName(cfg.Name); err != nil {
+		return cfg, usageErr(err)
 	}
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
 		return cfg, usagef("missing command after --")
@@ -153,10 +178,28 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.ID == "" {
 		cfg.ID = cfg.Name
 	}
+	if err := consulclient.ValidateServiceID(cfg.ID); err != nil {
+		return cfg, usageErr(err)
+	}
 	for _, t := range cfg.Tags {
 		if strings.TrimSpace(t) == "" {
 			return cfg, usagef("empty tag")
 		}
+	}
+	// svcwrap adds its own key to every registration: it counts against
+	// Consul's limit, and is not the user's to set.
+	if _, ok := cfg.Meta[metaInstance]; ok {
+		return cfg, usagef("meta key %s is svcwrap's own", metaInstance)
+	}
+	if len(cfg.Meta) >= consulclient.MaxMetaPairs {
+		return cfg, usagef("meta: %d pairs, at most %d (Consul takes %d, and svcwrap adds %s)",
+			len(cfg.Meta), consulclient.MaxMetaPairs-1, consulclient.MaxMetaPairs, metaInstance)
+	}
+	if err := consulclient.ValidateMeta(cfg.Meta); err != nil {
+		return cfg, usageErr(err)
+	}
+	if err := consulclient.ValidateServiceAddress(cfg.Address); err != nil {
+		return cfg, usageErr(err)
 	}
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return cfg, usagef("port %d outside 1-65535", cfg.Port)
@@ -201,6 +244,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.ConsulTimeout <= 0 {
 		cfg.ConsulTimeout = DefaultConsulTimeout
+	}
+	if cfg.LockDir == "" {
+		cfg.LockDir = defaultLockDir()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

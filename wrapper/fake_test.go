@@ -65,52 +65,81 @@ func (j *journal) waitFor(t *testing.T, entry string) {
 	}
 }
 
-// fakeRegistry is a Registry that records calls. holder, when set, is what
-// Holder returns.
+// fakeRegistry is a Registry of one agent, or of agents+1 when agents is
+// set, that records calls: those to agent 0 as "register web critical", those
+// to agent i > 0 as "@i register web critical". holder, when set, is what
+// Holder returns for agent 0 (holders for the others); fail, while set, is
+// returned by every call to agent 0 (fails for the others).
 type fakeRegistry struct {
-	j      *journal
-	mu     sync.Mutex
-	holder *consulclient.Holder
-	fail   error // returned by every call while set
+	j       *journal
+	agents  int
+	mu      sync.Mutex
+	holder  *consulclient.Holder
+	fail    error
+	holders map[int]*consulclient.Holder
+	fails   map[int]error
 }
 
-func (r *fakeRegistry) err() error {
+func (r *fakeRegistry) err(i int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.fail
+	if i == 0 {
+		return r.fail
+	}
+	return r.fails[i]
 }
 
-func (r *fakeRegistry) Register(_ context.Context, s consulclient.Service) error {
-	if err := r.err(); err != nil {
+func (r *fakeRegistry) add(i int, format string, args ...any) {
+	if i != 0 {
+		format = fmt.Sprintf("@%d ", i) + format
+	}
+	r.j.add(format, args...)
+}
+
+func (r *fakeRegistry) Agents() int      { return r.agents + 1 }
+func (r *fakeRegistry) Addr(i int) string { return fmt.Sprintf("agent%d", i) }
+
+func (r *fakeRegistry) Register(_ context.Context, i int, s consulclient.Service) error {
+	if err := r.err(i); err != nil {
 		return err
 	}
-	r.j.add("register %s %s", s.ID, s.Status)
+	r.add(i, "register %s %s", s.ID, s.Status)
 	return nil
 }
 
-func (r *fakeRegistry) SetStatus(_ context.Context, id, status, output string) error {
-	if err := r.err(); err != nil {
+func (r *fakeRegistry) SetStatus(_ context.Context, i int, id, status, output string) error {
+	if err := r.err(i); err != nil {
 		return err
 	}
-	r.j.add("status %s %s", id, status)
+	r.add(i, "status %s %s", id, status)
 	return nil
 }
 
-func (r *fakeRegistry) Deregister(_ context.Context, id string) error {
-	if err := r.err(); err != nil {
+func (r *fakeRegistry) Deregister(_ context.Context, i int, id string) error {
+	if err := r.err(i); err != nil {
 		return err
 	}
-	r.j.add("deregister %s", id)
+	r.add(i, "deregister %s", id)
 	return nil
 }
 
-func (r *fakeRegistry) Holder(context.Context, string) (*consulclient.Holder, error) {
-	if err := r.err(); err != nil {
+func (r *fakeRegistry) Holder(_ context.Context, i int, _ string) (*consulclient.Holder, error) {
+	if err := r.err(i); err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.holder, nil
+	if i == 0 {
+		return r.holder, nil
+	}
+	return r.holders[i], nil
+}
+
+func (r *fakeRegistry) NodeAddress(_ context.Context, i int) (string, error) {
+	if err := r.err(i); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("10.0.0.%d", i+1), nil
 }
 
 // fakeChild is a Process the test ends by hand. Signals are recorded; onSignal

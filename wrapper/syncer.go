@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
+	"sync"
 	"time"
 
 	"github.com/svcwrap/svcwrap/check"
@@ -20,24 +20,64 @@ const (
 	retryMax   = 5 * time.Second
 )
 
+// Backoff of a sweep, the removal of the copy left on an agent svcwrap moved
+// away from. An agent with a data dir restores that copy the moment it comes
+// back, passing if it is inside its TTL, so the sweep looks at least every
+// second: the duplicate is gone a moment after the agent answers again.
+const (
+	sweepFirst = 100 * time.Millisecond
+	sweepMax   = time.Second
+)
+
+// persistAfter is how many heartbeats a failure that may heal by itself (an
+// agent that does not answer, or refuses) lasts before it is worth a line at
+// the default verbosity. A failure that cannot heal by retrying (a 4xx, a TLS
+// error) is reported at once.
+const persistAfter = 3
+
 // syncer owns every call that keeps the registration true: it registers, sends
 // each status change at once, refreshes an unchanged status every heartbeat,
 // registers again when the agent has forgotten the service, and retries with
 // capped backoff while the agent is away. It runs in its own goroutine so the
 // supervise loop never waits on Consul.
+//
+// Of the agents of the list, it holds its registration on one at a time (on),
+// and heartbeats only go there: a TTL update succeeds on any agent that has a
+// check of that ID, whoever registered it. When that agent stops answering it
+// moves to the first other agent where the ID is free or its own, and sweeps
+// the copy it left behind (left) as soon as that agent answers again. It does
+// not move back while the agent it moved to answers: a move costs a moment
+// with two entries or none, and the entry's address is the host's either way.
 type syncer struct {
-	cfg      Config
-	reg      Registry
-	self     instance
-	wanted   chan check.Result // capacity 1: the newest status wins
-	fatal    chan error        // capacity 1: a reason to stop the child
-	service  consulclient.Service
+	cfg     Config
+	reg     Registry
+	self    instance
+	wanted  chan check.Result // capacity 1: the newest status wins
+	fatal   chan error        // capacity 1: a reason to stop the child
+	service consulclient.Service
+
+	// Owned by run.
+	on       int       // index of the agent holding the registration; -1: none
+	lastOn   int       // the agent it was last registered with; -1: never
+	claimed  int       // agent where the ID was found free and not yet registered; -1: none
+	home     string    // the node address of the first agent, for registrations through others
 	critical time.Time // when the check was last (re-)registered while critical
-	claimed  bool      // the ID was found free (or stale) and is not registered yet
+	trouble  trouble
+	held     map[int]bool // agents where another svcwrap's entry was reported
+
+	// Shared by run and the sweeps.
+	mu   sync.Mutex
+	left map[int]*sweep // agents that may hold a copy of the registration
 
 	// Owned by the caller of want, not by run.
 	handed     bool
 	lastHanded check.Result
+}
+
+// sweep is the removal of the copy on one agent, running in its own goroutine.
+type sweep struct {
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 func newSyncer(cfg Config, reg Registry) *syncer {
@@ -58,6 +98,9 @@ func newSyncer(cfg Config, reg Registry) *syncer {
 			Address: cfg.Address, Port: cfg.Port,
 			TTL: cfg.TTL, DeregisterAfter: cfg.DeregisterAfter,
 		},
+		on: -1, lastOn: -1, claimed: -1,
+		held: map[int]bool{},
+		left: map[int]*sweep{},
 	}
 }
 
@@ -83,27 +126,25 @@ func (s *syncer) want(r check.Result) {
 	}
 }
 
-// run keeps Consul in step with the wanted status until ctx ends.
+// run keeps Consul in step with the wanted status until ctx ends. When it
+// returns, every sweep it started has ended too, and holdings says where a
+// registration may remain.
 func (s *syncer) run(ctx context.Context) {
+	defer s.stopSweeps()
 	log := s.cfg.Logger
 	var (
-		current    check.Result
-		sent       check.Result
-		registered bool
-		retry      = retryFirst
-		lastErr    string // the last failure's text; empty after a success
+		current check.Result
+		sent    check.Result
+		retry   = retryFirst
 	)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 
-	// Look the ID up while the child starts, so that the first registration
-	// waits for nothing but itself. A failed look-up is left to push, which
-	// looks again before registering.
-	switch err := s.claim(ctx); {
-	case err == nil:
-		s.claimed = true
-	case errors.Is(err, ErrIDInUse):
+	// Look the ID up on the first agent while the child starts, so that the
+	// first registration waits for nothing but itself. A failed look-up is
+	// left to push, which looks again before registering.
+	if err := s.prepare(ctx); errors.Is(err, ErrIDInUse) {
 		s.fatal <- err
 		return
 	}
@@ -115,14 +156,11 @@ func (s *syncer) run(ctx context.Context) {
 		return
 	}
 	for {
-		err := s.push(ctx, current, &registered)
+		err := s.push(ctx, current)
 		s.hangUp()
 		switch {
 		case err == nil:
-			if lastErr != "" {
-				log.Warn("consul agent answers again")
-				lastErr = ""
-			}
+			s.healed()
 			if sent != current {
 				log.Info("check", "status", current.Status.String(), "output", current.Output)
 			} else {
@@ -137,19 +175,8 @@ func (s *syncer) run(ctx context.Context) {
 			s.fatal <- err
 			return
 		default:
-			// The look-up made at start no longer stands: by the retry,
-			// another svcwrap may have taken the ID, or another agent of
-			// the list may answer.
-			s.claimed = false
-			// The first failure, and any new one, is worth a warning; the same
-			// failure again every few seconds of an outage is not.
-			level := slog.LevelWarn
-			if err.Error() == lastErr {
-				level = slog.LevelDebug
-			}
-			lastErr = err.Error()
 			wait := jitter(retry)
-			log.Log(ctx, level, "consul", "error", err, "retry_in", wait.Round(time.Millisecond))
+			s.failed(err, wait)
 			timer.Reset(wait)
 			retry = min(2*retry, retryMax)
 		}
@@ -157,6 +184,25 @@ func (s *syncer) run(ctx context.Context) {
 		if !s.await(ctx, timer, &current) {
 			return
 		}
+	}
+}
+
+// prepare looks up the ID on the first agent and, when the registration may
+// have to go through another agent, learns the first agent's node address.
+func (s *syncer) prepare(ctx context.Context) error {
+	if s.reg.Agents() > 1 && s.service.Address == "" {
+		if addr, err := s.reg.NodeAddress(ctx, 0); err == nil {
+			s.home = addr
+		}
+	}
+	switch err := s.claim(ctx, 0); {
+	case err == nil:
+		s.claimed = 0
+		return nil
+	case errors.Is(err, errHeld):
+		return fmt.Errorf("%w: %w", ErrIDInUse, err)
+	default:
+		return err
 	}
 }
 
@@ -193,58 +239,126 @@ func (s *syncer) hangUp() {
 	}
 }
 
-// push makes the agent hold current: a TTL update when the service is
-// registered, a registration when it is not (or no longer) known.
-func (s *syncer) push(ctx context.Context, current check.Result, registered *bool) error {
-	status := current.Status.String()
-	if *registered {
+// push makes an agent hold current: a TTL update on the agent the service is
+// registered with, a registration when it is not (or no longer) known there,
+// and a move to another agent when that one does not answer.
+func (s *syncer) push(ctx context.Context, current check.Result) error {
+	if s.on >= 0 {
 		if s.reaperNear(current) {
-			return s.register(ctx, current, registered, false)
+			return s.register(ctx, s.on, current)
 		}
-		err := s.reg.SetStatus(ctx, s.cfg.ID, status, current.Output)
-		if !errors.Is(err, consulclient.ErrNotRegistered) {
-			return err
+		err := s.reg.SetStatus(ctx, s.on, s.cfg.ID, current.Status.String(), current.Output)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, consulclient.ErrNotRegistered):
+			// Restarted without its data, or the token expired: whoever
+			// holds the ID there now is looked at before registering.
+			s.cfg.Logger.Warn("the agent forgot the service: registering again", "agent", s.reg.Addr(s.on))
+			if err := s.claim(ctx, s.on); err != nil {
+				return err
+			}
+			return s.register(ctx, s.on, current)
+		case errors.Is(err, consulclient.ErrTokenChanged):
+			// The registration is ours: register it again with the new
+			// token, which the agent uses to sync it to the servers.
+			return s.register(ctx, s.on, current)
+		case !errors.Is(err, consulclient.ErrUnreachable):
+			return err // the agent answers: retry it
 		}
-		s.cfg.Logger.Warn("the agent forgot the service: registering again", "service", s.cfg.ID)
-		*registered = false
+		s.leave(s.on, err)
 	}
-	return s.register(ctx, current, registered, true)
+	return s.find(ctx, current)
 }
 
-// register registers the service with current as its status. With claim, it
-// first makes sure the ID is not held by another svcwrap that is alive,
-// unless run has just done so.
-func (s *syncer) register(ctx context.Context, current check.Result, registered *bool, claim bool) error {
-	if claim && !s.claimed {
-		if err := s.claim(ctx); err != nil {
+// errHeld means another live svcwrap holds the ID on an agent.
+var errHeld = errors.New("service ID held by another svcwrap")
+
+// find registers with the first agent of the list that answers and where the
+// ID is free or ours. An agent that answers with an error (a refusal, a
+// rejection) ends the search: it is alive, and the next attempt retries it.
+func (s *syncer) find(ctx context.Context, current check.Result) error {
+	var errs []error
+	for i := range s.reg.Agents() {
+		err := s.claim(ctx, i)
+		if err == nil {
+			err = s.register(ctx, i, current)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, errHeld):
+			if i == 0 && s.lastOn < 0 {
+				// The ID is taken on this host's own agent before svcwrap
+				// ever registered: two svcwraps configured for one ID.
+				return fmt.Errorf("%w: %w", ErrIDInUse, err)
+			}
+			if !s.held[i] {
+				s.held[i] = true
+				s.cfg.Logger.Log(ctx, LevelNotice, "consul: service ID held by another svcwrap on this agent: leaving it alone",
+					"service", s.cfg.ID, "agent", s.reg.Addr(i), "error", err)
+			}
+			errs = append(errs, err)
+		case errors.Is(err, consulclient.ErrUnreachable) && ctx.Err() == nil:
+			errs = append(errs, err)
+		default:
 			return err
 		}
 	}
-	svc := s.service
-	svc.Status, svc.Output = current.Status.String(), current.Output
-	if err := s.reg.Register(ctx, svc); err != nil {
-		return err
-	}
-	*registered = true
-	s.claimed = false // a later registration looks again
-	s.critical = time.Time{}
-	if current.Status == check.Critical {
-		s.critical = time.Now()
-	}
-	s.cfg.Logger.Info("registered", "service", s.cfg.ID, "status", svc.Status)
-	return nil
+	return fmt.Errorf("no agent holds the registration: %w", errors.Join(errs...))
 }
 
-// claim returns an error wrapping ErrIDInUse when the service ID is held by
-// another svcwrap that is alive; a stale registration left by a dead one is
-// taken over.
-func (s *syncer) claim(ctx context.Context) error {
-	h, err := s.reg.Holder(ctx, s.cfg.ID)
+// claim returns an error wrapping errHeld when the service ID is held on agent
+// i by another svcwrap that is alive; a stale registration left by a dead one
+// is taken over, and one of this svcwrap's own is simply registered again.
+func (s *syncer) claim(ctx context.Context, i int) error {
+	if s.claimed == i {
+		return nil // prepare has just looked
+	}
+	h, err := s.reg.Holder(ctx, i, s.cfg.ID)
 	if err != nil {
 		return err
 	}
 	if h != nil && heldByOther(h, s.self) {
-		return fmt.Errorf("%w: service %q is registered by %s", ErrIDInUse, s.cfg.ID, h.Meta[metaInstance])
+		return fmt.Errorf("%w: service %q on agent %s is registered by %s", errHeld, s.cfg.ID, s.reg.Addr(i), h.Meta[metaInstance])
+	}
+	return nil
+}
+
+// register registers the service with agent i, current as its status. The
+// caller has made sure the ID is free or ours there.
+func (s *syncer) register(ctx context.Context, i int, current check.Result) error {
+	s.claimed = -1 // a later registration looks again
+	s.stopSweep(i) // the sweep would remove what is registered now
+	svc := s.service
+	svc.Status, svc.Output = current.Status.String(), current.Output
+	if i != 0 && svc.Address == "" {
+		// Left empty, the entry would take the node address of the agent
+		// it goes through: another host's.
+		svc.Address = s.home
+	}
+	if err := s.reg.Register(ctx, i, svc); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			// Sent, perhaps applied, never answered: there may be a copy.
+			s.leave(i, err)
+		}
+		return err
+	}
+	prev := s.lastOn
+	s.on, s.lastOn = i, i
+	delete(s.held, i)
+	s.critical = time.Time{}
+	if current.Status == check.Critical {
+		s.critical = time.Now()
+	}
+	s.cfg.Logger.Info("registered", "service", s.cfg.ID, "agent", s.reg.Addr(i), "status", svc.Status)
+	if prev >= 0 && prev != i {
+		s.cfg.Logger.Log(ctx, LevelNotice, "consul: moved to another agent",
+			"service", s.cfg.ID, "from", s.reg.Addr(prev), "to", s.reg.Addr(i))
+	}
+	if i != 0 && svc.Address == "" {
+		s.cfg.Logger.Log(ctx, LevelNotice, "consul: registered through another agent without this host's address (the first agent never answered): the entry has that agent's node address; set --address",
+			"service", s.cfg.ID, "agent", s.reg.Addr(i))
 	}
 	return nil
 }
@@ -265,6 +379,147 @@ func (s *syncer) reaperNear(current check.Result) bool {
 		return false
 	}
 	return time.Since(s.critical) >= s.cfg.DeregisterAfter/2
+}
+
+// leave records that agent i may still hold a copy of the registration, which
+// svcwrap no longer keeps, and starts sweeping it.
+func (s *syncer) leave(i int, why error) {
+	if s.on == i {
+		s.on = -1
+		s.cfg.Logger.Warn("consul: the agent holding the registration does not answer", "agent", s.reg.Addr(i), "error", why)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.left[i]; ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sw := &sweep{cancel: cancel, done: make(chan struct{})}
+	s.left[i] = sw
+	go func() {
+		defer close(sw.done)
+		s.sweep(ctx, i)
+	}()
+}
+
+// stopSweep ends the sweep of agent i, if one runs, and waits for it, so
+// that it cannot remove a registration made there from now on. The copy is
+// then the caller's again.
+func (s *syncer) stopSweep(i int) {
+	s.mu.Lock()
+	sw := s.left[i]
+	delete(s.left, i)
+	s.mu.Unlock()
+	if sw != nil {
+		sw.cancel()
+		<-sw.done
+	}
+}
+
+// stopSweeps ends every sweep; the agents stay in left, for the stop to
+// clean up.
+func (s *syncer) stopSweeps() {
+	s.mu.Lock()
+	all := maps.Clone(s.left)
+	s.mu.Unlock()
+	for _, sw := range all {
+		sw.cancel()
+		<-sw.done
+	}
+}
+
+// sweep removes this svcwrap's copy from agent i once that agent answers,
+// looking again with backoff until it does or ctx ends.
+func (s *syncer) sweep(ctx context.Context, i int) {
+	wait := sweepFirst
+	for {
+		if s.removeCopy(ctx, i) == nil {
+			s.mu.Lock()
+			delete(s.left, i)
+			s.mu.Unlock()
+			return
+		}
+		t := time.NewTimer(jitter(wait))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		wait = min(2*wait, sweepMax)
+	}
+}
+
+// removeCopy deregisters the service from agent i if the entry there is this
+// svcwrap's own; an entry of another svcwrap, or none, is left as it is.
+func (s *syncer) removeCopy(ctx context.Context, i int) error {
+	h, err := s.reg.Holder(ctx, i, s.cfg.ID)
+	s.hangUp()
+	if err != nil {
+		return err
+	}
+	if h == nil || h.Meta[metaInstance] != s.self.String() {
+		return nil
+	}
+	if err := s.reg.Deregister(ctx, i, s.cfg.ID); err != nil {
+		return err
+	}
+	s.cfg.Logger.Log(ctx, LevelNotice, "consul: removed the copy left on an agent svcwrap moved away from",
+		"service", s.cfg.ID, "agent", s.reg.Addr(i))
+	return nil
+}
+
+// holdings says, once run has returned, where the registration is (-1:
+// nowhere) and which agents may still hold a copy.
+func (s *syncer) holdings() (on int, left []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.left {
+		left = append(left, i)
+	}
+	return s.on, left
+}
+
+// trouble is the failure svcwrap is in, if any: when it began and which
+// failures were reported at the default verbosity.
+type trouble struct {
+	since    time.Time
+	reported map[string]bool
+}
+
+// failed notes a failed push. A failure is reported at LevelNotice once, when
+// it is known to persist: at once if retrying cannot heal it, otherwise after
+// persistAfter heartbeats. Every attempt is logged at debug level.
+func (s *syncer) failed(err error, retryIn time.Duration) {
+	log := s.cfg.Logger
+	if s.trouble.since.IsZero() {
+		s.trouble = trouble{since: time.Now(), reported: map[string]bool{}}
+		log.Warn("consul", "error", err, "retry_in", retryIn.Round(time.Millisecond))
+	} else {
+		log.Debug("consul", "error", err, "retry_in", retryIn.Round(time.Millisecond))
+	}
+	key := err.Error()
+	lasted := time.Since(s.trouble.since)
+	if s.trouble.reported[key] || (!consulclient.Permanent(err) && lasted < persistAfter*s.cfg.Heartbeat) {
+		return
+	}
+	s.trouble.reported[key] = true
+	log.Log(context.Background(), LevelNotice, "consul: failing", "service", s.cfg.ID,
+		"for", lasted.Round(time.Millisecond), "error", err)
+}
+
+// healed notes a successful push, and says so if a failure was reported.
+func (s *syncer) healed() {
+	if s.trouble.since.IsZero() {
+		return
+	}
+	if len(s.trouble.reported) > 0 {
+		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: works again", "service", s.cfg.ID,
+			"agent", s.reg.Addr(s.on), "after", time.Since(s.trouble.since).Round(time.Millisecond))
+	} else {
+		s.cfg.Logger.Warn("consul agent answers again", "agent", s.reg.Addr(s.on))
+	}
+	s.trouble = trouble{}
 }
 
 // heldByOther reports whether h is the registration of another svcwrap that is

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,12 +29,18 @@ const (
 // the agent. svcwrap stops its own child and leaves that registration alone.
 var ErrIDInUse = errors.New("service ID held by another running svcwrap")
 
-// Registry is what the lifecycle needs from Consul.
+// Registry is what the lifecycle needs from Consul: a list of agents, each
+// call for the one it names by index, the first being this host's own.
+// Errors are classified by the consulclient sentinels (ErrUnreachable,
+// ErrRefused, ErrNotRegistered, ErrTokenChanged, ...).
 type Registry interface {
-	Register(ctx context.Context, s consulclient.Service) error
-	SetStatus(ctx context.Context, serviceID, status, output string) error
-	Deregister(ctx context.Context, serviceID string) error
-	Holder(ctx context.Context, serviceID string) (*consulclient.Holder, error)
+	Agents() int
+	Addr(agent int) string
+	Register(ctx context.Context, agent int, s consulclient.Service) error
+	SetStatus(ctx context.Context, agent int, serviceID, status, output string) error
+	Deregister(ctx context.Context, agent int, serviceID string) error
+	Holder(ctx context.Context, agent int, serviceID string) (*consulclient.Holder, error)
+	NodeAddress(ctx context.Context, agent int) (string, error)
 }
 
 // Process is the running child, a process group of its own.
@@ -73,15 +80,22 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	}
 	log := cfg.Logger
 
+	// Claim the ID on this host, until Run returns: a second svcwrap stops here.
+	unlock, err := lockHost(cfg, lockAgent(reg))
+	if err != nil {
+		return ExitUsage, err
+	}
+	defer unlock()
+
 	// 2. Register and keep the check true in the background, so that Consul,
 	// slow or gone, never holds up the child or the loop below. The syncer
 	// starts first: it looks up who holds the service ID while the child is
 	// being started, and registers nothing before the child's first check.
-	sync := newSyncer(cfg, reg)
+	consul := newSyncer(cfg, reg)
 	syncCtx, cancelSync := context.WithCancel(context.WithoutCancel(ctx))
 	syncDone := make(chan struct{})
 	stopSync := func() { cancelSync(); <-syncDone }
-	go func() { defer close(syncDone); sync.run(syncCtx) }()
+	go func() { defer close(syncDone); consul.run(syncCtx) }()
 	defer stopSync()
 
 	// 3. Start the child at once, whatever Consul's state.
@@ -96,7 +110,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	// runs, and its end arrives as an event. The check timer stays unarmed, so
 	// an idle svcwrap wakes only for its heartbeat.
 	probe := newProbe(cfg, child.Pid())
-	sync.want(probe.check(ctx))
+	consul.want(probe.check(ctx))
 	var (
 		checkTimer *time.Timer
 		checks     <-chan time.Time
@@ -108,7 +122,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	}
 
 	// 4. Supervise: one loop over the child's end, signals, checks and Consul.
-	st := stopper{cfg: cfg, reg: reg, child: child, stopSync: stopSync, owned: true}
+	st := stopper{cfg: cfg, reg: reg, sync: consul, child: child, stopSync: stopSync, owned: true}
 	defer st.stopTimers()
 	ctxDone := ctx.Done()
 	for {
@@ -125,10 +139,10 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 			st.begin(syscall.SIGTERM)
 
 		case <-checks:
-			sync.want(probe.check(ctx))
+			consul.want(probe.check(ctx))
 			checkTimer.Reset(probe.next())
 
-		case err := <-sync.fatal:
+		case err := <-consul.fatal:
 			log.Error("stopping the command", "error", err)
 			st.fail(err)
 
@@ -175,11 +189,16 @@ func startErrorCode(err error) int {
 type stopper struct {
 	cfg      Config
 	reg      Registry
+	sync     *syncer
 	child    Process
 	stopSync func()
 
 	owned        bool // the registration is ours to change
 	deregistered bool
+	triedDereg   bool      // deregistration is attempted once per stop
+	deadline     time.Time // end of the stop's one --consul-timeout for Consul
+	sweeping     bool
+	sweeps       sync.WaitGroup
 	requested    syscall.Signal // the stop signal forwarded on request; 0: none yet
 	failure      error          // why svcwrap stopped the child itself
 
@@ -289,6 +308,7 @@ func (s *stopper) turnAway() {
 	if !s.owned {
 		return
 	}
+	s.sweepLeft()
 	if s.cfg.Deregister == DeregisterOnExit {
 		s.deregister()
 		return
@@ -302,6 +322,7 @@ func (s *stopper) settle(exit signals.Exit) {
 	if !s.owned || s.deregistered {
 		return
 	}
+	s.sweepLeft()
 	if s.cfg.Deregister == DeregisterOnExit || (s.cfg.Deregister == DeregisterOnSuccess && s.succeeded(exit)) {
 		s.deregister()
 		return
@@ -315,26 +336,77 @@ func (s *stopper) succeeded(exit signals.Exit) bool {
 	return exit.Code == 0 || (s.requested != 0 && !s.killed && exit.Signal == s.requested)
 }
 
-// deregister removes the service.
+// deregister removes the service from the agent that holds it. It is tried
+// once per stop: an attempt that failed within the budget would fail again,
+// and a second one would stretch the stop.
 func (s *stopper) deregister() {
-	err := s.persist(func(ctx context.Context) error { return s.reg.Deregister(ctx, s.cfg.ID) })
+	if s.triedDereg {
+		return
+	}
+	s.triedDereg = true
+	on, _ := s.sync.holdings()
+	if on < 0 {
+		s.deregistered = true // registered nowhere; copies are swept
+		return
+	}
+	err := s.persist(func(ctx context.Context) error { return s.reg.Deregister(ctx, on, s.cfg.ID) })
 	if err != nil {
-		s.cfg.Logger.Error("deregister", "error", err)
+		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: deregister failed: the entry stays, critical once its TTL lapses, until Consul's reaper removes it",
+			"service", s.cfg.ID, "agent", s.reg.Addr(on), "reaper_after", s.cfg.DeregisterAfter, "error", err)
 		return
 	}
 	s.deregistered = true
-	s.cfg.Logger.Info("deregistered", "service", s.cfg.ID)
+	s.cfg.Logger.Info("deregistered", "service", s.cfg.ID, "agent", s.reg.Addr(on))
 }
 
 // markCritical keeps the service but turns its check critical with output,
 // which says why: DNS and health queries stop returning it at once.
 func (s *stopper) markCritical(output string) {
+	on, _ := s.sync.holdings()
+	if on < 0 {
+		return
+	}
 	err := s.persist(func(ctx context.Context) error {
-		return s.reg.SetStatus(ctx, s.cfg.ID, check.Critical.String(), output)
+		return s.reg.SetStatus(ctx, on, s.cfg.ID, check.Critical.String(), output)
 	})
 	if err != nil {
-		s.cfg.Logger.Error("mark service critical", "error", err)
+		s.cfg.Logger.Error("mark service critical", "agent", s.reg.Addr(on), "error", err)
 	}
+}
+
+// sweepLeft removes, in the background, the copies left on agents svcwrap
+// moved away from, where they are still its own: one attempt each, within
+// the stop's budget (finish waits for them). An agent that does not answer
+// keeps its copy, which Consul's reaper removes once it is critical for
+// DeregisterAfter.
+func (s *stopper) sweepLeft() {
+	if s.sweeping {
+		return
+	}
+	s.sweeping = true
+	_, left := s.sync.holdings()
+	for _, i := range left {
+		s.sweeps.Add(1)
+		go func() {
+			defer s.sweeps.Done()
+			ctx, cancel := s.budget()
+			defer cancel()
+			if err := s.sync.removeCopy(ctx, i); err != nil {
+				s.cfg.Logger.Log(ctx, LevelNotice, "consul: could not remove the copy left on an agent svcwrap moved away from",
+					"service", s.cfg.ID, "agent", s.reg.Addr(i), "error", err)
+			}
+		}()
+	}
+}
+
+// budget is the context of the Consul part of a stop: one --consul-timeout
+// from its first step, shared by every step, so that an agent that hangs
+// delays a stop by one timeout, not one per step.
+func (s *stopper) budget() (context.Context, context.CancelFunc) {
+	if s.deadline.IsZero() {
+		s.deadline = time.Now().Add(s.cfg.ConsulTimeout)
+	}
+	return context.WithDeadline(context.Background(), s.deadline)
 }
 
 // Backoff of persist. A host's wrappers stopped together are a herd at the
@@ -345,21 +417,24 @@ const (
 	persistMax   = time.Second
 )
 
-// persist makes call, bounded by the Consul timeout on a context of its own:
-// a stop must not be skipped because the caller's context was cancelled. While
+// persist makes call within the stop's budget, on a context of its own: a
+// stop must not be skipped because the caller's context was cancelled. While
 // the agent refuses the request (consulclient.ErrRefused) the call is made
 // again: when a host's wrappers are stopped together, as by a shutdown, their
 // agent turns away the connections beyond its per-IP limit, and one attempt
 // would leave those services registered until the reaper. An agent that does
-// not answer at all is not waited for: the child's stop would wait with it.
-// Between attempts, signals are handled as the supervise loop would, and a
-// second stop signal ends the retries (an attempt under way runs out first).
+// not answer at all is not waited for beyond the budget: the child's stop
+// would wait with it. The call runs in a goroutine while this one handles
+// signals as the supervise loop would; a second stop signal cancels the
+// call under way and ends the retries.
 func (s *stopper) persist(call func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConsulTimeout)
+	ctx, cancel := s.budget()
 	defer cancel()
 	wait := persistFirst
 	for {
-		err := call(ctx)
+		done := make(chan error, 1)
+		go func() { done <- call(ctx) }()
+		err := s.during(done, cancel)
 		if !errors.Is(err, consulclient.ErrRefused) || s.hurried {
 			return err
 		}
@@ -370,24 +445,46 @@ func (s *stopper) persist(call func(ctx context.Context) error) error {
 			t.Stop()
 			return err
 		case sig := <-s.cfg.Signals:
-			// The supervise loop is waiting on this: signals are handled
-			// here meanwhile. Another signal is forwarded; a stop signal
-			// means "now": give up on Consul (the TTL and the reaper will
-			// clean up) and, if a stop is under way, kill the group.
 			t.Stop()
-			if !signals.IsStop(sig) {
-				s.signal(sig)
-				break
+			if s.hurry(sig) {
+				return err
 			}
-			s.cfg.Logger.Warn("stop signal while the agent refuses: giving up on Consul", "signal", sig.String())
-			s.hurried = true
-			if s.stopping {
-				s.kill()
-			}
-			return err
 		}
 		wait = min(2*wait, persistMax)
 	}
+}
+
+// during waits for a call's result, handling signals meanwhile; a stop
+// signal cancels the call.
+func (s *stopper) during(done <-chan error, cancel context.CancelFunc) error {
+	for {
+		select {
+		case err := <-done:
+			return err
+		case sig := <-s.cfg.Signals:
+			if s.hurry(sig) {
+				cancel()
+				return <-done
+			}
+		}
+	}
+}
+
+// hurry handles a signal that arrived while the stop waits for Consul, and
+// reports whether it means "now": a stop signal gives up on Consul (the TTL
+// and the reaper will clean up) and, if a stop is under way, kills the
+// group. Any other signal is forwarded.
+func (s *stopper) hurry(sig os.Signal) bool {
+	if !signals.IsStop(sig) {
+		s.signal(sig)
+		return false
+	}
+	s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", sig.String())
+	s.hurried = true
+	if s.stopping {
+		s.kill()
+	}
+	return true
 }
 
 // jitter spreads d over [d/2, d], so that wrappers refused together do not
@@ -401,6 +498,7 @@ func jitter(d time.Duration) time.Duration {
 func (s *stopper) finish(exit signals.Exit) (int, error) {
 	s.cfg.Logger.Info("command ended", "status", exit.String())
 	s.settle(exit)
+	s.sweeps.Wait() // bounded by the stop's budget
 	s.reapGroup()
 	s.child.Release()
 	if s.failure != nil {
