@@ -21,3 +21,9 @@ func NewSyncer(cfg Config, reg Registry) (Syncer, error) {
 
 func (s Syncer) Want(r check.Result)     { s.s.want(r) }
 func (s Syncer) Run(ctx context.Context) { s.s.run(ctx) }
+
+// Self is the svcwrap_instance meta this process registers with.
+func Self() string { return currentInstance().String() }
+
+// MetaInstance is the meta key of the instance mark.
+const MetaInstance = metaInstance

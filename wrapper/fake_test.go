@@ -78,6 +78,44 @@ type fakeRegistry struct {
 	fail    error
 	holders map[int]*consulclient.Holder
 	fails   map[int]error
+	// hangs, while set for an agent, makes every call to it block until its
+	// context ends, as a paused agent does; the journal says "@i hang op".
+	hangs map[int]bool
+	// services is the last registration made with each agent.
+	services map[int]consulclient.Service
+}
+
+// set changes the fake's behaviour for agent i under its lock: fail (nil to
+// heal), hang, and the holder it reports.
+func (r *fakeRegistry) set(i int, fail error, hang bool, holder *consulclient.Holder) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fails == nil {
+		r.fails, r.holders, r.hangs = map[int]error{}, map[int]*consulclient.Holder{}, map[int]bool{}
+	}
+	if i == 0 {
+		r.fail, r.holder = fail, holder
+	}
+	r.fails[i], r.hangs[i], r.holders[i] = fail, hang, holder
+}
+
+// block reports true after waiting for ctx if agent i hangs.
+func (r *fakeRegistry) block(ctx context.Context, i int, op string) error {
+	r.mu.Lock()
+	hang := r.hangs[i]
+	r.mu.Unlock()
+	if !hang {
+		return nil
+	}
+	r.add(i, "hang %s", op)
+	<-ctx.Done()
+	return fmt.Errorf("%s through agent%d: %w: %w", op, i, consulclient.ErrUnreachable, ctx.Err())
+}
+
+func (r *fakeRegistry) registered(i int) consulclient.Service {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.services[i]
 }
 
 func (r *fakeRegistry) err(i int) error {
@@ -99,15 +137,27 @@ func (r *fakeRegistry) add(i int, format string, args ...any) {
 func (r *fakeRegistry) Agents() int      { return r.agents + 1 }
 func (r *fakeRegistry) Addr(i int) string { return fmt.Sprintf("agent%d", i) }
 
-func (r *fakeRegistry) Register(_ context.Context, i int, s consulclient.Service) error {
+func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Service) error {
+	if err := r.block(ctx, i, "register"); err != nil {
+		return err
+	}
 	if err := r.err(i); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	if r.services == nil {
+		r.services = map[int]consulclient.Service{}
+	}
+	r.services[i] = s
+	r.mu.Unlock()
 	r.add(i, "register %s %s", s.ID, s.Status)
 	return nil
 }
 
-func (r *fakeRegistry) SetStatus(_ context.Context, i int, id, status, output string) error {
+func (r *fakeRegistry) SetStatus(ctx context.Context, i int, id, status, output string) error {
+	if err := r.block(ctx, i, "status"); err != nil {
+		return err
+	}
 	if err := r.err(i); err != nil {
 		return err
 	}
@@ -115,7 +165,11 @@ func (r *fakeRegistry) SetStatus(_ context.Context, i int, id, status, output st
 	return nil
 }
 
-func (r *fakeRegistry) Deregister(_ context.Context, i int, id string) error {
+func (r *fakeRegistry) Deregister(ctx context.Context, i int, id string) error {
+	r.add(i, "deregister-attempt %s", id)
+	if err := r.block(ctx, i, "deregister"); err != nil {
+		return err
+	}
 	if err := r.err(i); err != nil {
 		return err
 	}
@@ -123,7 +177,10 @@ func (r *fakeRegistry) Deregister(_ context.Context, i int, id string) error {
 	return nil
 }
 
-func (r *fakeRegistry) Holder(_ context.Context, i int, _ string) (*consulclient.Holder, error) {
+func (r *fakeRegistry) Holder(ctx context.Context, i int, _ string) (*consulclient.Holder, error) {
+	if err := r.block(ctx, i, "holder"); err != nil {
+		return nil, err
+	}
 	if err := r.err(i); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -305,7 +306,17 @@ func (s *syncer) find(ctx context.Context, current check.Result) error {
 			return err
 		}
 	}
-	return fmt.Errorf("no agent holds the registration: %w", errors.Join(errs...))
+	return fmt.Errorf("no agent holds the registration: "+strings.Repeat("; %w", len(errs))[2:], anys(errs)...)
+}
+
+// anys converts errs for a format of one %w each, which keeps the message
+// on one line where errors.Join would break it.
+func anys(errs []error) []any {
+	out := make([]any, len(errs))
+	for i, e := range errs {
+		out[i] = e
+	}
+	return out
 }
 
 // claim returns an error wrapping errHeld when the service ID is held on agent

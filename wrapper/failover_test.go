@@ -1,0 +1,232 @@
+package wrapper_test
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/svcwrap/svcwrap/consulclient"
+	"github.com/svcwrap/svcwrap/signals"
+	"github.com/svcwrap/svcwrap/wrapper"
+)
+
+// The bookkeeping of several agents, driven with the fake registry: which
+// agent the registration is on, which may hold a copy, and what is said
+// about it. The same against a real cluster is in cluster_e2e_test.go.
+
+func twoAgents(r *fakeRun) { r.reg.agents = 1 }
+
+// fast is a configuration whose heartbeat and retries come quickly.
+func fast() wrapper.Config {
+	return wrapper.Config{TTL: 300 * time.Millisecond, Heartbeat: 20 * time.Millisecond}
+}
+
+func unreachable(i int) error {
+	return fmt.Errorf("heartbeat through agent%d: %w: connection refused", i, consulclient.ErrUnreachable)
+}
+
+// otherLive is the instance mark of another svcwrap that is alive on this
+// host: PID 1 is always alive, and it is not this process.
+func otherLive(t *testing.T) *consulclient.Holder {
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	b, err := os.ReadFile("/proc/1/stat")
+	require.NoError(t, err)
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return &consulclient.Holder{Meta: map[string]string{wrapper.MetaInstance: fmt.Sprintf("%s/1/%s", host, fields[19])}, CheckStatus: "passing"}
+}
+
+func ours() *consulclient.Holder {
+	return &consulclient.Holder{Meta: map[string]string{wrapper.MetaInstance: wrapper.Self()}, CheckStatus: "passing"}
+}
+
+// countPrefix counts journal entries that start with p.
+func countPrefix(j *journal, p string) int {
+	n := 0
+	for _, e := range j.all() {
+		if strings.HasPrefix(e, p) {
+			n++
+		}
+	}
+	return n
+}
+
+// When the agent holding the registration stops answering, svcwrap looks up
+// the ID on the next agent, registers there with the first agent's node
+// address, and heartbeats only there; the copy it left is removed once the
+// first agent answers again, and at stop only the agent it is on is asked.
+func TestFailover_MovesLooksFirstAndSweeps(t *testing.T) {
+	log := &logBuffer{}
+	cfg := fast()
+	cfg.Logger = log.logger()
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), twoAgents)
+	r.j.waitFor(t, "register web passing")
+
+	r.reg.set(0, unreachable(0), false, nil)
+	r.j.waitFor(t, "@1 register web passing")
+	r.j.waitFor(t, "@1 status web passing")
+	assert.Equal(t, "10.0.0.1", r.reg.registered(1).Address, "the first agent's node address, not agent 1's")
+	assert.Equal(t, 0, countPrefix(r.j, "deregister"), "nothing removed from the agent that does not answer")
+
+	// Agent 0 is back, with the copy it restored from its data dir.
+	r.reg.set(0, nil, false, ours())
+	r.j.waitFor(t, "deregister web")
+	assert.Equal(t, 1, countPrefix(r.j, "@1 register"), "no move back: %q", r.j.all())
+
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+15, res.code)
+	requireBefore(t, r.j, "@1 deregister web", "signal SIGTERM")
+	assert.Equal(t, 1, strings.Count(log.String(), "level=NOTICE msg=\"consul: moved to another agent\""), log.String())
+	assert.Equal(t, 1, strings.Count(log.String(), "removed the copy"), log.String())
+}
+
+// A heartbeat never lands on a check that is not this svcwrap's own: the next
+// agent holds the ID for another live svcwrap, so it is left alone, said
+// once, and the child keeps running unregistered until an agent is free.
+func TestFailover_LeavesAnotherInstanceAlone(t *testing.T) {
+	log := &logBuffer{}
+	cfg := fast()
+	cfg.Logger = log.logger()
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), twoAgents)
+	r.j.waitFor(t, "register web passing")
+
+	r.reg.set(1, nil, false, otherLive(t))
+	r.reg.set(0, unreachable(0), false, nil)
+	// Several retries go by.
+	consultestEventually(t, func() bool { return strings.Count(log.String(), "level=DEBUG") >= 3 }, log.String)
+	for _, e := range r.j.all() {
+		assert.False(t, strings.HasPrefix(e, "@1 ") && !strings.HasPrefix(e, "@1 hang"), "wrote to agent 1: %q", e)
+	}
+	assert.Equal(t, 1, strings.Count(log.String(), "leaving it alone"), log.String())
+
+	// The first agent answers again (empty: restarted without data).
+	r.reg.set(0, nil, false, nil)
+	r.j.waitFor(t, "register web passing") // already there from the start
+	consultestEventually(t, func() bool { return countPrefix(r.j, "register web") == 2 }, func() string { return fmt.Sprint(r.j.all()) })
+
+	// Its child's exit removes only its own entry.
+	r.child.exit(signals.Exit{Code: 0})
+	r.wait(t)
+	assert.Equal(t, 0, countPrefix(r.j, "@1 deregister"), "%q", r.j.all())
+}
+
+// The Consul part of a stop has one --consul-timeout: against an agent that
+// hangs, deregistration is attempted once, not again when the child has
+// ended, and the end comes after one timeout plus the kill timeout.
+func TestStop_OneBudgetForConsul(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: 50 * time.Millisecond}
+	r := startFake(t, cfg, nil) // the child ignores SIGTERM
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, nil, true, nil)
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+9, res.code)
+	requireBefore(t, r.j, "hang deregister", "signal SIGTERM")
+	requireBefore(t, r.j, "signal SIGTERM", "kill")
+	assert.Equal(t, 1, countPrefix(r.j, "deregister-attempt"), "%q", r.j.all())
+}
+
+// A second stop signal while the deregistration hangs cancels it and kills
+// the group at once.
+func TestStop_SecondSignalCancelsHungRequest(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: time.Hour}
+	r := startFake(t, cfg, nil)
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, nil, true, nil)
+	r.sigs <- syscall.SIGTERM
+	r.j.waitFor(t, "hang deregister")
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+9, res.code)
+	assert.Equal(t, -1, r.j.index("signal SIGTERM"), "killed, not asked: %q", r.j.all())
+}
+
+// A failure that retrying cannot heal is said once at the default
+// verbosity, however many retries follow, and its end once.
+func TestFailure_SaidOnceAndHealed(t *testing.T) {
+	log := &logBuffer{}
+	cfg := fast()
+	cfg.Logger = log.logger()
+	r := startFake(t, cfg, nil, func(r *fakeRun) {
+		r.reg.fail = fmt.Errorf("register through agent0: %w: Unexpected response code: 403 (ACL not found)", consulclient.ErrRejected)
+	})
+	consultestEventually(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 3 }, log.String)
+	assert.Equal(t, 1, strings.Count(log.String(), "level=NOTICE"), log.String())
+	assert.Contains(t, log.String(), "consul: failing")
+	assert.Contains(t, log.String(), "agent0")
+
+	r.reg.set(0, nil, false, nil)
+	r.j.waitFor(t, "register web passing")
+	consultestEventually(t, func() bool { return strings.Contains(log.String(), "consul: works again") }, log.String)
+	assert.Equal(t, 2, strings.Count(log.String(), "level=NOTICE"), log.String())
+}
+
+// A failure that may heal by itself (the agent is away) is said only once it
+// has lasted a few heartbeats.
+func TestFailure_TransientNotSaidAtOnce(t *testing.T) {
+	log := &logBuffer{}
+	cfg := wrapper.Config{TTL: time.Hour, Heartbeat: time.Minute}
+	cfg.Logger = log.logger()
+	r := startFake(t, cfg, nil, func(r *fakeRun) { r.reg.fail = unreachable(0) })
+	consultestEventually(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 2 }, log.String)
+	assert.NotContains(t, log.String(), "level=NOTICE")
+	r.reg.set(0, nil, false, nil)
+	r.j.waitFor(t, "register web passing")
+}
+
+// logBuffer is a slog text handler's output, safe for the lifecycle's
+// goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{
+		Level: slog.LevelDebug,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.LevelKey && a.Value.Any() == wrapper.LevelNotice {
+				return slog.String(slog.LevelKey, "NOTICE")
+			}
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+}
+
+// consultestEventually polls cond every few milliseconds for up to 10 s.
+func consultestEventually(t *testing.T, cond func() bool, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met in 10s; state: %s", state())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
