@@ -110,10 +110,10 @@ func TestFailover_LeavesAnotherInstanceAlone(t *testing.T) {
 	}
 	assert.Equal(t, 1, strings.Count(log.String(), "leaving it alone"), log.String())
 
-	// The first agent answers again (empty: restarted without data).
+	// The first agent answers again: the heartbeats go on there.
+	beats := countPrefix(r.j, "status web")
 	r.reg.set(0, nil, false, nil)
-	r.j.waitFor(t, "register web passing") // already there from the start
-	consultestEventually(t, func() bool { return countPrefix(r.j, "register web") == 2 }, func() string { return fmt.Sprint(r.j.all()) })
+	consultestEventually(t, func() bool { return countPrefix(r.j, "status web") > beats+2 }, func() string { return fmt.Sprint(r.j.all()) })
 
 	// Its child's exit removes only its own entry.
 	r.child.exit(signals.Exit{Code: 0})
@@ -229,4 +229,22 @@ func consultestEventually(t *testing.T, cond func() bool, state func() string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// With one agent there is nowhere to move: while it is away svcwrap retries
+// it, and when it comes back (with the copy it restored) the heartbeats go
+// on there; nothing is removed, so nothing flaps.
+func TestFailover_OneAgentIsRetriedNotSwept(t *testing.T) {
+	log := &logBuffer{}
+	cfg := fast()
+	cfg.Logger = log.logger()
+	r := startFake(t, cfg, nil)
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, unreachable(0), false, nil)
+	consultestEventually(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 3 }, log.String)
+	beats := countPrefix(r.j, "status web")
+	r.reg.set(0, nil, false, ours())
+	consultestEventually(t, func() bool { return countPrefix(r.j, "status web") > beats+2 }, func() string { return fmt.Sprint(r.j.all()) })
+	assert.Equal(t, 0, countPrefix(r.j, "deregister"), "%q", r.j.all())
+	assert.Equal(t, 1, countPrefix(r.j, "register web"), "%q", r.j.all())
 }

@@ -58,13 +58,15 @@ type syncer struct {
 	service consulclient.Service
 
 	// Owned by run.
-	on       int       // index of the agent holding the registration; -1: none
-	lastOn   int       // the agent it was last registered with; -1: never
-	claimed  int       // agent where the ID was found free and not yet registered; -1: none
-	home     string    // the node address of the first agent, for registrations through others
-	critical time.Time // when the check was last (re-)registered while critical
-	trouble  trouble
-	held     map[int]bool // agents where another svcwrap's entry was reported
+	on        int       // index of the agent holding the registration; -1: none
+	lastOn    int       // the agent it was last registered with; -1: never
+	claimed   int       // agent where the ID was found free and not yet registered; -1: none
+	home      string    // the node address of the first agent, for registrations through others
+	lost      time.Time // when the agent the registration is on stopped answering
+	noAddress bool      // the registration without the host's address was reported
+	critical  time.Time // when the check was last (re-)registered while critical
+	trouble   trouble
+	held      map[int]bool // agents where another svcwrap's entry was reported
 
 	// Shared by run and the sweeps.
 	mu   sync.Mutex
@@ -242,47 +244,72 @@ func (s *syncer) hangUp() {
 
 // push makes an agent hold current: a TTL update on the agent the service is
 // registered with, a registration when it is not (or no longer) known there,
-// and a move to another agent when that one does not answer.
+// and a move to another agent when that one has not answered for a
+// heartbeat. (An agent restarting is back within a heartbeat, and a move is
+// for good: svcwrap does not move back while the new agent answers.)
 func (s *syncer) push(ctx context.Context, current check.Result) error {
-	if s.on >= 0 {
-		if s.reaperNear(current) {
-			return s.register(ctx, s.on, current)
-		}
-		err := s.reg.SetStatus(ctx, s.on, s.cfg.ID, current.Status.String(), current.Output)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, consulclient.ErrNotRegistered):
-			// Restarted without its data, or the token expired: whoever
-			// holds the ID there now is looked at before registering.
-			s.cfg.Logger.Warn("the agent forgot the service: registering again", "agent", s.reg.Addr(s.on))
-			if err := s.claim(ctx, s.on); err != nil {
-				return err
-			}
-			return s.register(ctx, s.on, current)
-		case errors.Is(err, consulclient.ErrTokenChanged):
-			// The registration is ours: register it again with the new
-			// token, which the agent uses to sync it to the servers.
-			return s.register(ctx, s.on, current)
-		case !errors.Is(err, consulclient.ErrUnreachable):
-			return err // the agent answers: retry it
-		}
-		s.leave(s.on, err)
+	if s.on < 0 {
+		return s.find(ctx, current, nil)
 	}
-	return s.find(ctx, current)
+	err := s.refresh(ctx, current)
+	if err == nil {
+		s.lost = time.Time{}
+		return nil
+	}
+	if !errors.Is(err, consulclient.ErrUnreachable) || ctx.Err() != nil {
+		return err // the agent answers (or svcwrap stops): retry it
+	}
+	if s.lost.IsZero() {
+		s.lost = time.Now()
+	}
+	if s.reg.Agents() == 1 || time.Since(s.lost) < s.cfg.Heartbeat {
+		return err
+	}
+	return s.find(ctx, current, err)
+}
+
+// refresh keeps the registration on the agent it is on.
+func (s *syncer) refresh(ctx context.Context, current check.Result) error {
+	if s.reaperNear(current) {
+		return s.register(ctx, s.on, current)
+	}
+	err := s.reg.SetStatus(ctx, s.on, s.cfg.ID, current.Status.String(), current.Output)
+	switch {
+	case errors.Is(err, consulclient.ErrNotRegistered):
+		// Restarted without its data, or the token expired: whoever
+		// holds the ID there now is looked at before registering.
+		s.cfg.Logger.Warn("the agent forgot the service: registering again", "agent", s.reg.Addr(s.on))
+		if err := s.claim(ctx, s.on); err != nil {
+			if errors.Is(err, errHeld) {
+				s.heldOn(ctx, s.on, err)
+				s.on = -1 // not ours any more: the next push looks elsewhere
+			}
+			return err
+		}
+		return s.register(ctx, s.on, current)
+	case errors.Is(err, consulclient.ErrTokenChanged):
+		// The registration is ours: register it again with the new token,
+		// which the agent uses to sync it to the servers.
+		return s.register(ctx, s.on, current)
+	}
+	return err
 }
 
 // errHeld means another live svcwrap holds the ID on an agent.
 var errHeld = errors.New("service ID held by another svcwrap")
 
 // find registers with the first agent of the list that answers and where the
-// ID is free or ours. An agent that answers with an error (a refusal, a
-// rejection) ends the search: it is alive, and the next attempt retries it.
-func (s *syncer) find(ctx context.Context, current check.Result) error {
+// ID is free or ours; the agent the registration is on, which has just
+// failed with onErr, is not asked again. An agent that answers with an error
+// (a refusal, a rejection) ends the search: it is alive, and the next
+// attempt retries it.
+func (s *syncer) find(ctx context.Context, current check.Result, onErr error) error {
 	var errs []error
 	for i := range s.reg.Agents() {
-		err := s.claim(ctx, i)
-		if err == nil {
+		var err error
+		if i == s.on {
+			err = onErr
+		} else if err = s.claim(ctx, i); err == nil {
 			err = s.register(ctx, i, current)
 		}
 		switch {
@@ -294,11 +321,7 @@ func (s *syncer) find(ctx context.Context, current check.Result) error {
 				// ever registered: two svcwraps configured for one ID.
 				return fmt.Errorf("%w: %w", ErrIDInUse, err)
 			}
-			if !s.held[i] {
-				s.held[i] = true
-				s.cfg.Logger.Log(ctx, LevelNotice, "consul: service ID held by another svcwrap on this agent: leaving it alone",
-					"service", s.cfg.ID, "agent", s.reg.Addr(i), "error", err)
-			}
+			s.heldOn(ctx, i, err)
 			errs = append(errs, err)
 		case errors.Is(err, consulclient.ErrUnreachable) && ctx.Err() == nil:
 			errs = append(errs, err)
@@ -319,6 +342,17 @@ func anys(errs []error) []any {
 	return out
 }
 
+// heldOn says, once per agent until svcwrap registers there, that another
+// svcwrap's entry on agent i is left alone.
+func (s *syncer) heldOn(ctx context.Context, i int, err error) {
+	if s.held[i] {
+		return
+	}
+	s.held[i] = true
+	s.cfg.Logger.Log(ctx, LevelNotice, "consul: service ID held by another svcwrap on this agent: leaving it alone",
+		"service", s.cfg.ID, "agent", s.reg.Addr(i), "error", err)
+}
+
 // claim returns an error wrapping errHeld when the service ID is held on agent
 // i by another svcwrap that is alive; a stale registration left by a dead one
 // is taken over, and one of this svcwrap's own is simply registered again.
@@ -337,7 +371,8 @@ func (s *syncer) claim(ctx context.Context, i int) error {
 }
 
 // register registers the service with agent i, current as its status. The
-// caller has made sure the ID is free or ours there.
+// caller has made sure the ID is free or ours there. The agent the
+// registration was on before, if another, may keep a copy: it is swept.
 func (s *syncer) register(ctx context.Context, i int, current check.Result) error {
 	s.claimed = -1 // a later registration looks again
 	s.stopSweep(i) // the sweep would remove what is registered now
@@ -349,14 +384,13 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 		svc.Address = s.home
 	}
 	if err := s.reg.Register(ctx, i, svc); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			// Sent, perhaps applied, never answered: there may be a copy.
-			s.leave(i, err)
+		if i != s.on && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+			s.leave(i) // sent, perhaps applied, never answered: there may be a copy
 		}
 		return err
 	}
-	prev := s.lastOn
-	s.on, s.lastOn = i, i
+	prev := s.on
+	s.on, s.lastOn, s.lost = i, i, time.Time{}
 	delete(s.held, i)
 	s.critical = time.Time{}
 	if current.Status == check.Critical {
@@ -364,10 +398,12 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	}
 	s.cfg.Logger.Info("registered", "service", s.cfg.ID, "agent", s.reg.Addr(i), "status", svc.Status)
 	if prev >= 0 && prev != i {
+		s.leave(prev)
 		s.cfg.Logger.Log(ctx, LevelNotice, "consul: moved to another agent",
 			"service", s.cfg.ID, "from", s.reg.Addr(prev), "to", s.reg.Addr(i))
 	}
-	if i != 0 && svc.Address == "" {
+	if i != 0 && svc.Address == "" && !s.noAddress {
+		s.noAddress = true
 		s.cfg.Logger.Log(ctx, LevelNotice, "consul: registered through another agent without this host's address (the first agent never answered): the entry has that agent's node address; set --address",
 			"service", s.cfg.ID, "agent", s.reg.Addr(i))
 	}
@@ -392,13 +428,9 @@ func (s *syncer) reaperNear(current check.Result) bool {
 	return time.Since(s.critical) >= s.cfg.DeregisterAfter/2
 }
 
-// leave records that agent i may still hold a copy of the registration, which
-// svcwrap no longer keeps, and starts sweeping it.
-func (s *syncer) leave(i int, why error) {
-	if s.on == i {
-		s.on = -1
-		s.cfg.Logger.Warn("consul: the agent holding the registration does not answer", "agent", s.reg.Addr(i), "error", why)
-	}
+// leave records that agent i may still hold a copy of the registration,
+// which svcwrap no longer keeps, and starts sweeping it.
+func (s *syncer) leave(i int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.left[i]; ok {
