@@ -134,7 +134,7 @@ func (r *fakeRegistry) add(i int, format string, args ...any) {
 	r.j.add(format, args...)
 }
 
-func (r *fakeRegistry) Agents() int      { return r.agents + 1 }
+func (r *fakeRegistry) Agents() int       { return r.agents + 1 }
 func (r *fakeRegistry) Addr(i int) string { return fmt.Sprintf("agent%d", i) }
 
 func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Service) error {
@@ -284,6 +284,9 @@ func startFake(t *testing.T, cfg wrapper.Config, onSignal func(*fakeChild, sysca
 	}
 	cfg.Signals = sigs
 	cfg.Start = func(signals.Options) (wrapper.Process, error) { return r.child, nil }
+	if cfg.LockDir == "" {
+		cfg.LockDir = t.TempDir() // the fakes of parallel test runs share names
+	}
 	for _, p := range prep {
 		p(r)
 	}
