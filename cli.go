@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -45,9 +49,27 @@ variables work too: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
 CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
 CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY.
 
+Bad input (a service name or ID the agent's HTTP paths cannot hold, meta
+Consul would refuse, a malformed address, a timing below its minimum) is
+refused before anything starts: one line on stderr, exit status 2.
+
 Exit status: the command's; 128+N when signal N killed it; 2 for bad input
 or a service ID held by another running svcwrap; 126 when the command cannot
 be executed; 127 when it is not found.`
+
+// The command line's floors for its timings: below them svcwrap would spend
+// its time on Consul rather than on the service. wrapper.Config has none, so
+// that tests can run the lifecycle on millisecond ticks.
+const (
+	minTTL           = time.Second
+	minHeartbeat     = 100 * time.Millisecond
+	minCheckInterval = 10 * time.Millisecond
+	minConsulTimeout = 100 * time.Millisecond
+)
+
+// tokenEnv are the variables that hand an ACL token on; the command gets them
+// only with --pass-token.
+var tokenEnv = []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "SVCWRAP_TOKEN_FILE"}
 
 // options are the command line's values before they become a wrapper.Config.
 type options struct {
@@ -75,6 +97,7 @@ type options struct {
 	stopSignal  string
 	keepChild   bool
 	reap        string
+	passToken   bool
 
 	verbose   int
 	logFormat string
@@ -83,64 +106,34 @@ type options struct {
 // run is the whole command line: parse, run the lifecycle, map the outcome to
 // an exit code. It is main without the process-global parts, so tests call it.
 func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan os.Signal) int {
-	var (
-		opts     options
-		code     int
-		usageErr error
-	)
-	cmd := &cobra.Command{
-		Use:     usageLine,
-		Short:   "Run a command as a Consul service: registered while it runs and is ready, gone when it exits.",
-		Long:    "svcwrap runs COMMAND as its child and keeps the child's entry in Consul true:\nregistered with a TTL check, passing while the child runs (and, with --port,\nlistens on that port), critical when it does not, and deregistered the moment\nit exits. Signals are forwarded to the child's process group; svcwrap exits\nwith the child's exit status.\n\n" + envHelp,
-		Example: examples,
-		Version: version,
-		// Errors are printed once, as one line, below.
-		SilenceErrors: true,
-		SilenceUsage:  true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := applyEnv(cmd.Flags(), environ); err != nil {
-				usageErr = err
-				return err
-			}
-			cfg, ccfg, err := opts.config(cmd, args)
-			if err != nil {
-				usageErr = err
-				return err
-			}
-			cfg.Signals = sigs
-			cfg.Logger = newLogger(stderr, opts.verbose, opts.logFormat)
-			// Libraries that write to the standard logger (net/http prints
-			// "Unsolicited response received on idle HTTP channel" when an
-			// agent refuses a pooled connection) go through svcwrap's logger
-			// too, at info level, instead of around -v.
-			slog.SetDefault(cfg.Logger)
-			client, err := consulclient.New(ccfg)
-			if err != nil {
-				usageErr = err
-				return err
-			}
-			code, err = wrapper.Run(context.Background(), cfg, client)
-			return err
-		},
+	cfg, ccfg, err := parse(args, environ, stdout, stderr)
+	switch {
+	case errors.Is(err, errShown):
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "svcwrap: %s\n", err)
+		return wrapper.ExitUsage
 	}
-	cmd.SetArgs(args)
-	cmd.SetOut(stdout)
-	cmd.SetErr(stderr)
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		usageErr = err
-		return err
-	})
-	opts.register(cmd.Flags())
-
-	err := cmd.Execute()
+	cfg.Signals = sigs
+	// Libraries that write to the standard logger (net/http prints
+	// "Unsolicited response received on idle HTTP channel" when an agent
+	// refuses a pooled connection) go through svcwrap's logger too, at info
+	// level, instead of around -v.
+	slog.SetDefault(cfg.Logger)
+	client, err := consulclient.New(ccfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "svcwrap: %s\n", oneLine(err.Error()))
+		return wrapper.ExitUsage
+	}
+	code, err := wrapper.Run(context.Background(), cfg, client)
 	switch {
 	case err == nil:
 		return code
-	case usageErr != nil || errors.Is(err, wrapper.ErrUsage):
-		fmt.Fprintf(stderr, "svcwrap: %s\n", strings.TrimPrefix(err.Error(), "usage: "))
+	case errors.Is(err, wrapper.ErrUsage):
+		fmt.Fprintf(stderr, "svcwrap: %s\n", oneLine(strings.TrimPrefix(err.Error(), "usage: ")))
 		return wrapper.ExitUsage
 	default:
-		fmt.Fprintf(stderr, "svcwrap: %s\n", err)
+		fmt.Fprintf(stderr, "svcwrap: %s\n", oneLine(err.Error()))
 		if code == 0 {
 			code = 1
 		}
@@ -148,28 +141,105 @@ func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan 
 	}
 }
 
+// errShown means parse printed the help or the version: nothing to run.
+var errShown = errors.New("help or version shown")
+
+// parse reads the command line and the environment into the lifecycle's and
+// the Consul client's configurations, checked as wrapper.Run checks them, and
+// starts nothing. --help and --version print to stdout and return errShown.
+// Any other error is bad input, said in one line.
+func parse(args, environ []string, stdout, stderr io.Writer) (wrapper.Config, consulclient.Config, error) {
+	var (
+		opts options
+		cfg  wrapper.Config
+		ccfg consulclient.Config
+		ran  bool
+	)
+	cmd := &cobra.Command{
+		Use:     usageLine,
+		Short:   "Run a command as a Consul service: registered while it runs and is ready, gone when it exits.",
+		Long:    "svcwrap runs COMMAND as its child and keeps the child's entry in Consul true:\nregistered with a TTL check, passing while the child runs (and, with --port,\nlistens on that port), critical when it does not, and deregistered the moment\nit exits. Signals are forwarded to the child's process group; svcwrap exits\nwith the child's exit status.\n\n" + envHelp,
+		Example: examples,
+		Version: version,
+		// Errors are printed once, as one line, by run.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ran = true
+			if err := applyEnv(cmd.Flags(), environ); err != nil {
+				return err
+			}
+			var err error
+			if cfg, ccfg, err = opts.config(cmd, args, environ); err != nil {
+				return err
+			}
+			if _, err := cfg.Validate(); err != nil {
+				return err
+			}
+			cfg.Logger = newLogger(stderr, opts.verbose, opts.logFormat)
+			return nil
+		},
+	}
+	if args == nil {
+		args = []string{} // cobra reads os.Args for nil
+	}
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	opts.register(cmd.Flags())
+	if err := cmd.Execute(); err != nil {
+		return cfg, ccfg, errors.New(oneLine(strings.TrimPrefix(err.Error(), "usage: ")))
+	}
+	if !ran {
+		return cfg, ccfg, errShown
+	}
+	return cfg, ccfg, nil
+}
+
+// oneLine escapes what is not printable in an error message, a newline
+// first, so that the message stays one line whatever the input held.
+func oneLine(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unicode.IsPrint(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
+}
+
 func (o *options) register(fs *pflag.FlagSet) {
 	fs.SortFlags = false
-	fs.StringSliceVar(&o.consul, "consul", nil, "Consul agent address(es), tried in order: host:port, http(s)://host:port (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
-	fs.StringSliceVar(&o.consul, "consul-agent", nil, "same as --consul (ianitor's name)")
-	fs.DurationVar(&o.consulTimeout, "consul-timeout", wrapper.DefaultConsulTimeout, "bound on each request to Consul, and on the deregistration at exit")
+	fs.StringSliceVar(&o.consul, "consul", nil, "Consul agent address(es), tried in order: host[:port], [v6]:port, http://host[:port], https://host[:port], unix:///path; no port means 8500, 8501 after https:// (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
+	// An alias shares its flag's value, so that --consul A --consul-agent B
+	// is both A and B; flags of their own would each start the list afresh.
+	fs.Var(fs.Lookup("consul").Value, "consul-agent", "same as --consul (ianitor's name)")
+	fs.DurationVar(&o.consulTimeout, "consul-timeout", wrapper.DefaultConsulTimeout, "bound on each request to Consul, and on the deregistration at exit (minimum 100ms)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the ACL token (default $CONSUL_HTTP_TOKEN_FILE, $CONSUL_HTTP_TOKEN)")
 	fs.StringVar(&o.caFile, "ca-file", "", "CA certificate for TLS to the agent (default $CONSUL_CACERT)")
 	fs.StringVar(&o.clientCert, "client-cert", "", "client certificate for TLS (default $CONSUL_CLIENT_CERT)")
 	fs.StringVar(&o.clientKey, "client-key", "", "client key for TLS (default $CONSUL_CLIENT_KEY)")
 	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "server name to verify in the agent's certificate (default $CONSUL_TLS_SERVER_NAME)")
 
-	fs.StringVar(&o.id, "id", "", "service ID (default: the service name)")
-	fs.StringVar(&o.address, "address", "", "service address to register (default: the agent's node address)")
+	fs.StringVar(&o.id, "id", "", "service ID (default: the service name); like the name, printable, no \"/\", not \".\" or \"..\", and no '\"'")
+	fs.StringVar(&o.address, "address", "", "service address to register: an IP address or a host name (default: the agent's node address)")
 	fs.IntVar(&o.port, "port", 0, "service port; the service is passing only while the command listens on it")
 	fs.StringArrayVar(&o.tags, "tag", nil, "service tag (repeatable)")
-	fs.StringArrayVar(&o.tags, "tags", nil, "same as --tag (ianitor's name)")
-	fs.StringArrayVar(&o.meta, "meta", nil, "service meta as key=value (repeatable)")
+	fs.Var(fs.Lookup("tag").Value, "tags", "same as --tag (ianitor's name)")
+	fs.StringArrayVar(&o.meta, "meta", nil, "service meta as key=value (repeatable, at most 63; keys of A-Z a-z 0-9 _ -, at most 128, not consul-*; values at most 512 bytes)")
 	o.ttl = seconds(wrapper.DefaultTTL)
-	fs.Var(&o.ttl, "ttl", "TTL of the check: a duration (10s) or seconds (10, 2.5)")
-	fs.Var(&o.heartbeat, "heartbeat", "how often an unchanged status is refreshed; shorter than --ttl (default ttl/3)")
+	fs.Var(&o.ttl, "ttl", "TTL of the check: a duration (10s) or seconds (10, 2.5); minimum 1s")
+	fs.Var(&o.heartbeat, "heartbeat", "how often an unchanged status is refreshed; shorter than --ttl, minimum 100ms (default ttl/3)")
 	o.checkInterval = seconds(wrapper.DefaultCheckInterval)
-	fs.Var(&o.checkInterval, "check-interval", "how often readiness is re-read while ready (a stopped listener turns critical within it)")
+	fs.Var(&o.checkInterval, "check-interval", "how often readiness is re-read while ready (a stopped listener turns critical within it); minimum 10ms")
 	o.deregisterAfter = seconds(wrapper.DefaultDeregisterAfter)
 	fs.Var(&o.deregisterAfter, "deregister-after", "Consul removes the service when its check stays critical this long, e.g. after svcwrap is SIGKILLed (minimum 1m; 0: never)")
 	fs.StringVar(&o.deregister, "deregister", "on-exit", "when to deregister after the command ends: on-exit, on-success (a failure stays visible, critical), never")
@@ -180,14 +250,15 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.StringVar(&o.stopSignal, "stop-signal", "", "signal to forward instead of SIGTERM/SIGINT on stop, e.g. QUIT (default: the one received)")
 	fs.BoolVar(&o.keepChild, "keep-child", false, "let the command outlive svcwrap if svcwrap is killed with SIGKILL (no parent-death signal)")
 	fs.StringVar(&o.reap, "reap", "auto", "reap every orphaned process, as PID 1 must: auto (when PID 1), always, never")
+	fs.BoolVar(&o.passToken, "pass-token", false, "leave CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE and SVCWRAP_TOKEN_FILE in the command's environment (default: removed)")
 
-	fs.CountVarP(&o.verbose, "verbose", "v", "log to stderr: -v errors, -vv warnings, -vvv everything")
+	fs.CountVarP(&o.verbose, "verbose", "v", "log to stderr: -v errors, -vv warnings, -vvv everything (NOTICE, what an operator must see, always)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 }
 
 // config checks the command line and turns it into the lifecycle's and the
 // Consul client's configurations. Every error is a usage error.
-func (o *options) config(cmd *cobra.Command, args []string) (wrapper.Config, consulclient.Config, error) {
+func (o *options) config(cmd *cobra.Command, args []string, environ []string) (wrapper.Config, consulclient.Config, error) {
 	var cfg wrapper.Config
 	var ccfg consulclient.Config
 	dash := cmd.ArgsLenAtDash()
@@ -207,11 +278,17 @@ func (o *options) config(cmd *cobra.Command, args []string) (wrapper.Config, con
 	if fs.Changed("port") && (o.port < 1 || o.port > 65535) {
 		return cfg, ccfg, fmt.Errorf("--port %d: want a port in 1-65535", o.port)
 	}
+	if fs.Changed("id") && o.id == "" {
+		return cfg, ccfg, errors.New("--id: empty service ID")
+	}
 	meta := map[string]string{}
 	for _, kv := range o.meta {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
 			return cfg, ccfg, fmt.Errorf("--meta %q: want key=value", kv)
+		}
+		if _, dup := meta[k]; dup {
+			return cfg, ccfg, fmt.Errorf("--meta %q: key %q given twice", kv, k)
 		}
 		meta[k] = v
 	}
@@ -220,13 +297,33 @@ func (o *options) config(cmd *cobra.Command, args []string) (wrapper.Config, con
 			return cfg, ccfg, errors.New("--tag: empty tag")
 		}
 	}
-	for name, d := range map[string]seconds{"ttl": o.ttl, "heartbeat": o.heartbeat, "check-interval": o.checkInterval, "kill-timeout": o.killTimeout} {
-		if fs.Changed(name) && d <= 0 {
-			return cfg, ccfg, fmt.Errorf("--%s %s: must be positive", name, time.Duration(d))
+	timings := []struct {
+		name  string
+		d     time.Duration
+		floor time.Duration // zero: none
+	}{
+		{"ttl", time.Duration(o.ttl), minTTL},
+		{"heartbeat", time.Duration(o.heartbeat), minHeartbeat},
+		{"check-interval", time.Duration(o.checkInterval), minCheckInterval},
+		{"consul-timeout", o.consulTimeout, minConsulTimeout},
+		{"kill-timeout", time.Duration(o.killTimeout), 0},
+	}
+	for _, t := range timings {
+		if !fs.Changed(t.name) {
+			continue // the defaults are above the floors; the heartbeat's is ttl/3
+		}
+		if t.d <= 0 {
+			return cfg, ccfg, fmt.Errorf("--%s %s: must be positive", t.name, t.d)
+		}
+		if t.d < t.floor {
+			return cfg, ccfg, fmt.Errorf("--%s %s: below the minimum of %s", t.name, t.d, t.floor)
 		}
 	}
 	if o.drain < 0 {
 		return cfg, ccfg, fmt.Errorf("--drain %s: must not be negative", time.Duration(o.drain))
+	}
+	if o.deregisterAfter < 0 {
+		return cfg, ccfg, fmt.Errorf("--deregister-after %s: must not be negative (0: never)", time.Duration(o.deregisterAfter))
 	}
 	policy, err := wrapper.ParsePolicy(o.deregister)
 	if err != nil {
@@ -271,22 +368,73 @@ func (o *options) config(cmd *cobra.Command, args []string) (wrapper.Config, con
 	default:
 		return cfg, ccfg, fmt.Errorf("--reap %q: want auto, always or never", o.reap)
 	}
-	if o.consulTimeout <= 0 {
-		return cfg, ccfg, fmt.Errorf("--consul-timeout %s: must be positive", o.consulTimeout)
+	addrs, err := agentAddrs(fs, o.consul, environ)
+	if err != nil {
+		return cfg, ccfg, err
 	}
+	cfg.Env = childEnv(environ, o.passToken)
 	if o.tokenFile != "" {
 		if _, err := os.ReadFile(o.tokenFile); err != nil {
 			return cfg, ccfg, fmt.Errorf("--token-file: %w", err)
 		}
 	}
 	ccfg = consulclient.Config{
-		Addrs:     splitList(o.consul),
+		Addrs:     addrs,
 		Timeout:   o.consulTimeout,
 		TokenFile: o.tokenFile,
 		CAFile:    o.caFile, CertFile: o.clientCert, KeyFile: o.clientKey,
 		TLSServerName: o.tlsServerName,
 	}
 	return cfg, ccfg, nil
+}
+
+// agentAddrs returns the agent addresses of --consul and --consul-agent, else
+// of CONSUL_HTTP_ADDR, normalized by consulclient.ParseAgentAddr. None: the
+// api client's default, 127.0.0.1:8500.
+func agentAddrs(fs *pflag.FlagSet, flags []string, environ []string) ([]string, error) {
+	addrs, from := splitList(flags), "--consul"
+	switch {
+	case fs.Changed("consul") || fs.Changed("consul-agent"):
+		if len(addrs) == 0 {
+			return nil, errors.New("--consul: no agent address")
+		}
+	case getenv(environ, "CONSUL_HTTP_ADDR") != "":
+		addrs, from = []string{getenv(environ, "CONSUL_HTTP_ADDR")}, "CONSUL_HTTP_ADDR"
+	}
+	for i, a := range addrs {
+		n, err := consulclient.ParseAgentAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", from, err)
+		}
+		addrs[i] = n
+	}
+	return addrs, nil
+}
+
+// childEnv is the command's environment: svcwrap's, without the variables
+// that hand on the ACL token unless pass is set. Never nil, which would mean
+// svcwrap's own environment to wrapper.
+func childEnv(environ []string, pass bool) []string {
+	env := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if !pass && slices.Contains(tokenEnv, k) {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// getenv is os.Getenv over environ: the last of several entries wins.
+func getenv(environ []string, key string) string {
+	v := ""
+	for _, kv := range environ {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
 }
 
 // splitList flattens "a,b" entries and drops empty ones.
@@ -311,11 +459,15 @@ func applyEnv(fs *pflag.FlagSet, environ []string) error {
 			env[k] = v
 		}
 	}
+	// An alias shares its flag's value: either given on the command line,
+	// the environment sets neither.
+	given := map[pflag.Value]bool{}
+	fs.Visit(func(f *pflag.Flag) { given[f.Value] = true })
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
 		name := "SVCWRAP_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		v, ok := env[name]
-		if !ok || f.Changed || err != nil || f.Name == "help" || f.Name == "version" {
+		if !ok || f.Changed || given[f.Value] || err != nil || f.Name == "help" || f.Name == "version" {
 			return
 		}
 		values := []string{v}
@@ -332,13 +484,14 @@ func applyEnv(fs *pflag.FlagSet, environ []string) error {
 	return err
 }
 
-// newLogger logs to stderr at ianitor's levels: silent by default, -v errors,
-// -vv warnings, -vvv everything.
+// newLogger logs to stderr at ianitor's levels, -v errors, -vv warnings,
+// -vvv everything, and below them wrapper.LevelNotice, shown as NOTICE, which
+// is all that the default verbosity shows.
 func newLogger(w io.Writer, verbose int, format string) *slog.Logger {
 	var level slog.Level
 	switch verbose {
 	case 0:
-		return slog.New(slog.DiscardHandler)
+		level = wrapper.LevelNotice
 	case 1:
 		level = slog.LevelError
 	case 2:
@@ -346,11 +499,22 @@ func newLogger(w io.Writer, verbose int, format string) *slog.Logger {
 	default:
 		level = slog.LevelDebug
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: renderNotice}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// renderNotice names wrapper.LevelNotice NOTICE, which slog would print as
+// ERROR+2.
+func renderNotice(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.LevelKey {
+		if l, ok := a.Value.Any().(slog.Level); ok && l == wrapper.LevelNotice {
+			a.Value = slog.StringValue("NOTICE")
+		}
+	}
+	return a
 }
 
 // seconds is a duration flag that also takes plain seconds, as ianitor's
@@ -366,7 +530,11 @@ func (s *seconds) String() string {
 
 func (s *seconds) Set(v string) error {
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		*s = seconds(f * float64(time.Second))
+		d := f * float64(time.Second)
+		if math.IsNaN(d) || math.Abs(d) >= math.MaxInt64 {
+			return fmt.Errorf("want a duration (10s) or seconds (10) of at most %s", time.Duration(math.MaxInt64))
+		}
+		*s = seconds(d)
 		return nil
 	}
 	d, err := time.ParseDuration(v)

@@ -38,12 +38,34 @@ func runHelper(mode string, args []string) int {
 		fmt.Println("ready")
 		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
 		select {}
+	case "exit-on-usr1":
+		// exit N when SIGUSR1 arrives: a child that ends by itself, on cue
+		n, _ := strconv.Atoi(args[0])
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		fmt.Println("pid", os.Getpid())
+		fmt.Println("ready")
+		<-usr1
+		return n
 	case "signals":
 		return helperSignals(args)
 	case "listener":
 		return helperListener(args)
 	case "ignore-term":
 		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+		fmt.Println("ready")
+		select {}
+	case "ignore-term-group":
+		// like ignore-term, with a grandchild that inherits the ignored
+		// signals: only SIGKILL to the group ends both
+		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+		cmd := exec.Command("sleep", "1000")
+		if err := cmd.Start(); err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		fmt.Println("pid", os.Getpid())
+		fmt.Println("grandchild", cmd.Process.Pid)
 		fmt.Println("ready")
 		select {}
 	case "grandchild":
@@ -56,10 +78,22 @@ func runHelper(mode string, args []string) int {
 		fmt.Println("grandchild", cmd.Process.Pid)
 		fmt.Println("ready")
 		select {}
+	case "env":
+		// env NAME...: one line per variable, its value or that it is unset
+		for _, name := range args {
+			if v, ok := os.LookupEnv(name); ok {
+				fmt.Printf("env %s=%s\n", name, v)
+			} else {
+				fmt.Printf("env %s unset\n", name)
+			}
+		}
+		return 0
 	case "pid":
 		fmt.Println("pid", os.Getpid())
 		fmt.Println("ready")
 		select {}
+	case "soak":
+		return helperSoak(args)
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper mode", mode)
 	return 2
@@ -120,4 +154,52 @@ func helperListener(args []string) int {
 		}
 	}
 	return 0
+}
+
+// helperSoak is the child of the fault soak (soak_test.go). args: how it ends
+// ("exit" or "signal", told to by a byte on stdin; "run", until a stop signal
+// kills it; "ignore-term", ignoring SIGTERM and SIGINT until SIGKILL), the
+// exit code or signal number of that end, and a port to listen on ("0":
+// none). It prints "ready" once it listens, and "got <signal>" for each
+// SIGHUP and SIGUSR1 it receives.
+func helperSoak(args []string) int {
+	end, n, port := args[0], args[1], args[2]
+	code, _ := strconv.Atoi(n)
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1)
+	if end == "ignore-term" {
+		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+	}
+	if port != "0" {
+		l, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			fmt.Println("listen", err)
+			return 1
+		}
+		defer l.Close()
+	}
+	fmt.Println("ready")
+	told := make(chan struct{})
+	go func() {
+		// EOF (the soak closed stdin) is no order: keep running.
+		if _, err := os.Stdin.Read(make([]byte, 1)); err == nil {
+			close(told)
+		}
+	}()
+	for {
+		select {
+		case sig := <-sigs:
+			fmt.Println("got", sig)
+		case <-told:
+			switch end {
+			case "exit":
+				return code
+			case "signal":
+				signal.Reset(syscall.Signal(code))
+				_ = syscall.Kill(os.Getpid(), syscall.Signal(code))
+				select {}
+			}
+			told = nil
+		}
+	}
 }

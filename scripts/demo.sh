@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-consul=${SVCWRAP_CONSUL:-bin/consul}
+consul=${SVCWRAP_CONSUL_BIN:-bin/consul}
 svcwrap=bin/svcwrap
 service_port=9999
 

@@ -81,6 +81,7 @@ type syncer struct {
 type sweep struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	moved  bool // svcwrap was registered there; else a registration's outcome is unknown
 }
 
 func newSyncer(cfg Config, reg Registry) *syncer {
@@ -385,7 +386,7 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	}
 	if err := s.reg.Register(ctx, i, svc); err != nil {
 		if i != s.on && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
-			s.leave(i) // sent, perhaps applied, never answered: there may be a copy
+			s.leave(i, false) // sent, perhaps applied, never answered: there may be a copy
 		}
 		return err
 	}
@@ -398,7 +399,7 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	}
 	s.cfg.Logger.Info("registered", "service", s.cfg.ID, "agent", s.reg.Addr(i), "status", svc.Status)
 	if prev >= 0 && prev != i {
-		s.leave(prev)
+		s.leave(prev, true)
 		s.cfg.Logger.Log(ctx, LevelNotice, "consul: moved to another agent",
 			"service", s.cfg.ID, "from", s.reg.Addr(prev), "to", s.reg.Addr(i))
 	}
@@ -429,15 +430,17 @@ func (s *syncer) reaperNear(current check.Result) bool {
 }
 
 // leave records that agent i may still hold a copy of the registration,
-// which svcwrap no longer keeps, and starts sweeping it.
-func (s *syncer) leave(i int) {
+// which svcwrap no longer keeps, and starts sweeping it. moved says svcwrap
+// was registered there and moved away, which is worth a notice when the copy
+// goes; otherwise a registration there may or may not have been applied.
+func (s *syncer) leave(i int, moved bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.left[i]; ok {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sw := &sweep{cancel: cancel, done: make(chan struct{})}
+	sw := &sweep{cancel: cancel, done: make(chan struct{}), moved: moved}
 	s.left[i] = sw
 	go func() {
 		defer close(sw.done)
@@ -506,6 +509,13 @@ func (s *syncer) removeCopy(ctx context.Context, i int) error {
 	}
 	if err := s.reg.Deregister(ctx, i, s.cfg.ID); err != nil {
 		return err
+	}
+	s.mu.Lock()
+	sw := s.left[i]
+	s.mu.Unlock()
+	if sw != nil && !sw.moved {
+		s.cfg.Logger.Info("deregistered", "service", s.cfg.ID, "agent", s.reg.Addr(i))
+		return nil
 	}
 	s.cfg.Logger.Log(ctx, LevelNotice, "consul: removed the copy left on an agent svcwrap moved away from",
 		"service", s.cfg.ID, "agent", s.reg.Addr(i))

@@ -24,9 +24,9 @@ import (
 const ModulePath = "github.com/svcwrap/svcwrap"
 
 // EnvBinary names the environment variable that overrides the agent binary.
-const EnvBinary = "SVCWRAP_CONSUL"
+const EnvBinary = "SVCWRAP_CONSUL_BIN"
 
-// Binary returns the path of the Consul agent binary: $SVCWRAP_CONSUL if set,
+// Binary returns the path of the Consul agent binary: $SVCWRAP_CONSUL_BIN if set,
 // else bin/consul under the root of the svcwrap module. It fails the test if
 // the binary is missing: the tests are about a real agent, so they do not skip.
 func Binary(t testing.TB) string {
