@@ -3,7 +3,7 @@
 GO     ?= go
 CONSUL := bin/consul
 
-.PHONY: all build consul deps test demo bench clean
+.PHONY: all build consul deps test soak demo bench clean
 
 all: build
 
@@ -25,9 +25,22 @@ $(CONSUL): tools/consul/go.mod tools/consul/go.sum tools/consul/main.go
 deps:
 	scripts/deps.sh
 
+# The randomized fault soak (soak_test.go, build tag `soak`) runs alone and
+# with -v, so that its counts are printed whether it passes or not. `make
+# test` runs a short form (about 30 s here); `make soak` a long one
+# (SVCWRAP_SOAK_RUNS runs, default 200; SVCWRAP_SOAK_DURATION=30m starts no
+# run after 30 minutes). SVCWRAP_SOAK_SEED=S replays from a printed seed;
+# with SVCWRAP_SOAK_RUNS=1, that one run.
+SOAK_TEST = $(GO) test -race -tags soak -run '^TestSoak$$' -count=1 -v
+
 test: deps consul build
 	$(GO) vet ./...
 	$(GO) test -race ./...
+	$(GO) vet -tags soak .
+	SVCWRAP_SOAK_RUNS=24 $(SOAK_TEST) -timeout 10m .
+
+soak: deps consul build
+	SVCWRAP_SOAK_RUNS=$${SVCWRAP_SOAK_RUNS:-200} $(SOAK_TEST) -timeout 0 .
 
 demo: deps consul build
 	scripts/demo.sh

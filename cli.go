@@ -218,11 +218,11 @@ func oneLine(s string) string {
 
 func (o *options) register(fs *pflag.FlagSet) {
 	fs.SortFlags = false
-	fs.StringSliceVar(&o.consul, "consul", nil, "Consul agent address(es), tried in order: host[:port], [v6]:port, http://host[:port], https://host[:port], unix:///path; no port means 8500, 8501 after https:// (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
+	fs.StringSliceVar(&o.consul, "consul", nil, "Consul agent address(es), this host's first; svcwrap moves to the next when the one it uses stops answering: host[:port], [v6]:port, http://host[:port], https://host[:port], unix:///path; no port means 8500, 8501 after https:// (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)")
 	// An alias shares its flag's value, so that --consul A --consul-agent B
 	// is both A and B; flags of their own would each start the list afresh.
 	fs.Var(fs.Lookup("consul").Value, "consul-agent", "same as --consul (ianitor's name)")
-	fs.DurationVar(&o.consulTimeout, "consul-timeout", wrapper.DefaultConsulTimeout, "bound on each request to Consul, and on the deregistration at exit (minimum 100ms)")
+	fs.DurationVar(&o.consulTimeout, "consul-timeout", wrapper.DefaultConsulTimeout, "bound on each request to Consul, and on all of Consul's part of a stop (minimum 100ms)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "file holding the ACL token (default $CONSUL_HTTP_TOKEN_FILE, $CONSUL_HTTP_TOKEN)")
 	fs.StringVar(&o.caFile, "ca-file", "", "CA certificate for TLS to the agent (default $CONSUL_CACERT)")
 	fs.StringVar(&o.clientCert, "client-cert", "", "client certificate for TLS (default $CONSUL_CLIENT_CERT)")

@@ -44,7 +44,8 @@ type Agent struct {
 	args         []string
 	source       string // the helper clients' local address; empty: any
 	readyTimeout time.Duration
-	probe        *api.Client // like Client, with a short timeout for polling
+	probe        *api.Client         // like Client, with a short timeout for polling
+	clientHooks  []func(*api.Config) // change the helper clients (acl.go, tls.go)
 
 	mu   sync.Mutex
 	proc *process // nil before the first start
@@ -57,6 +58,10 @@ type agentConfig struct {
 	bind   string
 	source string
 	extra  []string
+	// Hooks of the options in acl.go and tls.go: flags that depend on the
+	// HTTP port chosen, and changes to the helper clients' configuration.
+	portArgs []func(httpPort int) []string
+	client   []func(*api.Config)
 }
 
 // WithHelperSource makes the agent's Client, and the polling of the wait
@@ -131,7 +136,10 @@ func StartAgent(t testing.TB, opts ...Option) *Agent {
 			"-hcl", "disable_update_check = true",
 			"-log-level", "warn",
 		}
-		a.source = cfg.source
+		for _, f := range cfg.portArgs {
+			args = append(args, f(httpPort)...)
+		}
+		a.source, a.clientHooks = cfg.source, cfg.client
 		a.setAddrs(cfg.bind, httpPort, dnsPort, append(args, cfg.extra...))
 		if err = a.start(); err == nil {
 			t.Logf("consultest: agent %s ready at http://%s (dns %s) in %s, log %s",
@@ -159,13 +167,13 @@ func (a *Agent) setAddrs(ip string, httpPort, dnsPort int, args []string) {
 	a.DNSAddr = net.JoinHostPort(ip, strconv.Itoa(dnsPort))
 	a.DNSPort = dnsPort
 	a.args = args
-	a.Client = newClient(a.HTTPAddr, a.source, 0)
-	a.probe = newClient(a.HTTPAddr, a.source, 2*time.Second)
+	a.Client = newClient(a.HTTPAddr, a.source, 0, a.clientHooks...)
+	a.probe = newClient(a.HTTPAddr, a.source, 2*time.Second, a.clientHooks...)
 }
 
 // newClient returns an API client for addr that connects from source (empty:
 // the system's choice). A zero timeout means none.
-func newClient(addr, source string, timeout time.Duration) *api.Client {
+func newClient(addr, source string, timeout time.Duration, hooks ...func(*api.Config)) *api.Client {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if source != "" {
 		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
@@ -174,16 +182,20 @@ func newClient(addr, source string, timeout time.Duration) *api.Client {
 	// Built from scratch rather than from api.DefaultConfig so that the
 	// CONSUL_HTTP_* variables a test sets for the code under test (a token,
 	// TLS) do not leak into the helper's own client.
-	c, err := api.NewClient(&api.Config{
+	conf := &api.Config{
 		Address: addr,
 		Scheme:  "http",
 		HttpClient: &http.Client{
 			Transport: transport,
 			Timeout:   timeout,
 		},
-	})
+	}
+	for _, h := range hooks {
+		h(conf)
+	}
+	c, err := api.NewClient(conf)
 	if err != nil {
-		panic("consultest: api client: " + err.Error()) // cannot happen for an http address
+		panic("consultest: api client: " + err.Error()) // cannot happen for an http(s) address
 	}
 	return c
 }
