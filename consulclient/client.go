@@ -281,14 +281,16 @@ func (c *Client) Register(ctx context.Context, i int, s Service) error {
 		return fmt.Errorf("register service %q: %w", s.ID, err)
 	}
 	// The output is not part of a registration; set it so the check says why
-	// it is in its status from the first moment.
+	// it is in its status from the first moment. The service is registered
+	// whatever becomes of this: a failure here is not the registration's
+	// (the caller would think it has none), and every heartbeat sends the
+	// output again.
 	if s.Output != "" {
-		err = c.SetStatus(ctx, i, s.ID, s.Status, s.Output)
-		if errors.Is(err, ErrTokenChanged) {
-			err = c.SetStatus(ctx, i, s.ID, s.Status, s.Output)
+		if err := c.SetStatus(ctx, i, s.ID, s.Status, s.Output); errors.Is(err, ErrTokenChanged) {
+			_ = c.SetStatus(ctx, i, s.ID, s.Status, s.Output)
 		}
 	}
-	return err
+	return nil
 }
 
 // SetStatus sets the TTL check of serviceID on agent i to status with output,

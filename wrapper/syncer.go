@@ -385,8 +385,10 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 		svc.Address = s.home
 	}
 	if err := s.reg.Register(ctx, i, svc); err != nil {
-		if i != s.on && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
-			s.leave(i, false) // sent, perhaps applied, never answered: there may be a copy
+		if i != s.on && !errors.Is(err, consulclient.ErrRejected) {
+			// Sent, perhaps applied, never answered (a timeout, an agent
+			// dying mid-request): there may be a copy.
+			s.leave(i, false)
 		}
 		return err
 	}
