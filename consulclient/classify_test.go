@@ -29,7 +29,6 @@ func TestClassify(t *testing.T) {
 
 	unknownCA := &url.Error{Op: "Put", URL: "https://127.0.0.1:8501", Err: x509.UnknownAuthorityError{}}
 	assert.True(t, isTLS(unknownCA))
-	assert.True(t, Permanent(unknownCA))
 
 	reset := &url.Error{Op: "Put", URL: "http://127.0.0.1:8500", Err: fmt.Errorf("readLoopPeekFailLocked: %w", errors.New("EOF"))}
 	assert.False(t, isTLS(reset))

@@ -53,9 +53,13 @@ const idleConnTimeout = time.Second
 // names the agent's address; none contains the token.
 var (
 	// ErrUnreachable means the agent did not answer: nothing listens, the
-	// request timed out, or TLS failed (a certificate, a handshake). Another
-	// agent of the list may answer.
+	// request timed out, or TLS failed (then ErrTLS too). Another agent of
+	// the list may answer.
 	ErrUnreachable = errors.New("agent does not answer")
+	// ErrTLS means TLS with the agent failed: a certificate one side does not
+	// trust, a handshake the agent broke off, TLS spoken to a plain port.
+	// It is also ErrUnreachable: another agent of the list may answer.
+	ErrTLS = errors.New("TLS with the agent failed")
 	// ErrRefused means the agent accepted the connection and turned it away
 	// (HTTP 429: too many concurrent connections from this IP, or its rate
 	// limit), or dropped it without an answer. The agent is alive and will
@@ -79,7 +83,7 @@ var (
 // Permanent reports whether err is a failure that retrying will not heal (a
 // rejection, a TLS error), so that it is worth telling an operator at once.
 func Permanent(err error) bool {
-	return errors.Is(err, ErrRejected) || isTLS(err)
+	return errors.Is(err, ErrRejected) || errors.Is(err, ErrTLS)
 }
 
 // Config says which agents to talk to and how.
@@ -214,7 +218,9 @@ func (c *Client) do(ctx context.Context, i int, op string, retry bool, call func
 	case ctx.Err() != nil:
 		return fmt.Errorf("%s through agent %s: %w", op, a.addr, ctx.Err())
 	case isTLS(err):
-		kind = ErrUnreachable
+		// %.0w wraps without printing: the message says TLS, errors.Is
+		// finds ErrUnreachable too.
+		return fmt.Errorf("%s through agent %s: %w%.0w: %w", op, a.addr, ErrTLS, ErrUnreachable, err)
 	case isRefusal(err):
 		kind = ErrRefused
 	case isNotFound(err):

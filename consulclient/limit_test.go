@@ -129,5 +129,7 @@ func TestClient_TLSMismatchIsNotARefusal(t *testing.T) {
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, consulclient.ErrRefused)
 	assert.ErrorIs(t, err, consulclient.ErrUnreachable, "another agent of the list may answer")
+	assert.ErrorIs(t, err, consulclient.ErrTLS)
+	assert.NotContains(t, err.Error(), consulclient.ErrUnreachable.Error(), "a TLS failure is not worded as an agent that does not answer")
 	assert.True(t, consulclient.Permanent(err), "retrying will not heal it: %v", err)
 }

@@ -2,6 +2,8 @@ package consultest
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,9 +16,35 @@ import (
 
 // Pause stops the agent's process with SIGSTOP. Every request to it then hangs
 // until Resume. Stop and cleanup resume a paused agent before stopping it.
+//
+// SIGSTOP takes effect asynchronously, so Pause waits until every thread of
+// the agent is stopped: a request sent after Pause returns is never answered.
 func (a *Agent) Pause(t testing.TB) {
 	t.Helper()
+	pid := a.PID()
 	a.sendSignal(t, syscall.SIGSTOP)
+	Eventually(t, 5*time.Second, func() (bool, string) { return allStopped(pid) }, "the agent's threads to be stopped")
+}
+
+// allStopped reports whether every thread of pid is stopped (state T or t in
+// /proc/PID/task/TID/stat).
+func allStopped(pid int) (bool, string) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false, err.Error()
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) == 0 || (f[0] != "T" && f[0] != "t") {
+			return false, fmt.Sprintf("thread %s of agent pid %d in state %v", task.Name(), pid, f[:min(1, len(f))])
+		}
+	}
+	return true, ""
 }
 
 // Resume continues an agent that Pause stopped.
