@@ -3,12 +3,39 @@
 GO     ?= go
 CONSUL := bin/consul
 
-.PHONY: all build consul deps test soak demo bench clean
+# Install paths: `make install PREFIX=/usr DESTDIR=/tmp/pkg` puts svcwrap in
+# /tmp/pkg/usr/bin and svcwrap.1 in /tmp/pkg/usr/share/man/man1.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DESTDIR ?=
+# Where build and man write: bin/svcwrap, bin/svcwrap.1.
+OUT     ?= bin
+# What --version says. GOFLAGS=-buildvcs=false on some machines leaves the
+# build info without a revision, so the build stamps it; empty (no git):
+# svcwrap falls back to the build info.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
+.PHONY: all build man install uninstall consul deps test soak demo bench clean
 
 all: build
 
 build:
-	$(GO) build -o bin/svcwrap .
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(OUT)/svcwrap .
+
+# svcwrap(1), from the command itself by cobra's doc generator (mangen.go,
+# behind the mangen build tag).
+man:
+	mkdir -p $(OUT)
+	$(GO) run -ldflags "-X main.version=$(VERSION)" -tags mangen . $(OUT)/svcwrap.1
+
+install: build man
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 $(OUT)/svcwrap $(DESTDIR)$(BINDIR)/svcwrap
+	install -m 0644 $(OUT)/svcwrap.1 $(DESTDIR)$(MANDIR)/man1/svcwrap.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/svcwrap $(DESTDIR)$(MANDIR)/man1/svcwrap.1
 
 # The real Consul agent the tests and the demo run, built from tools/consul
 # (a separate module). Rebuilt only when missing or older than that module.
@@ -29,8 +56,9 @@ deps:
 # with -v, so that its counts are printed whether it passes or not. `make
 # test` runs a short form (about 30 s here); `make soak` a long one
 # (SVCWRAP_SOAK_RUNS runs, default 200; SVCWRAP_SOAK_DURATION=30m starts no
-# run after 30 minutes). SVCWRAP_SOAK_SEED=S replays from a printed seed;
-# with SVCWRAP_SOAK_RUNS=1, that one run.
+# run after 30 minutes; SVCWRAP_SOAK_AGENT=failover draws only that fault).
+# SVCWRAP_SOAK_SEED=S replays from a printed seed; with SVCWRAP_SOAK_RUNS=1,
+# that one run.
 SOAK_TEST = $(GO) test -race -tags soak -run '^TestSoak$$' -count=1 -v
 
 test: deps consul build
@@ -58,4 +86,4 @@ bench: consul build
 
 # Keeps bin/consul, which takes minutes to build: `rm bin/consul` for that.
 clean:
-	rm -f bin/svcwrap $(CONSUL).tmp
+	rm -f $(OUT)/svcwrap $(OUT)/svcwrap.1 $(CONSUL).tmp

@@ -134,6 +134,26 @@ func badCases() map[string]badCase {
 		"consul-timeout-negative":   {args: []string{"--consul-timeout", "-1s", "web"}, want: "must be positive"},
 		"deregister-after-negative": {args: []string{"--deregister-after", "-1", "web"}, want: "must not be negative"},
 
+		// Checks: --check, its timings and thresholds.
+		"check-unknown-kind":    {args: []string{"--check", "grpc:127.0.0.1:1", "web"}, want: `unknown kind "grpc"`},
+		"check-no-kind":         {args: []string{"--check", "127.0.0.1", "web"}, want: "want http:URL, tcp:HOST:PORT or script:COMMAND"},
+		"check-http-scheme":     {args: []string{"--check", "http:ftp://127.0.0.1/", "web"}, want: `scheme "ftp"`},
+		"check-http-no-host":    {args: []string{"--check", "http:http:///health", "web"}, want: "no host"},
+		"check-http-port":       {args: []string{"--check", "http://127.0.0.1:70000/", "web"}, want: "want 1-65535"},
+		"check-tcp-no-port":     {args: []string{"--check", "tcp:127.0.0.1", "web"}, want: "want tcp:HOST:PORT"},
+		"check-tcp-port-zero":   {args: []string{"--check", "tcp:127.0.0.1:0", "web"}, want: "want 1-65535"},
+		"check-script-empty":    {args: []string{"--check", "script: ", "web"}, want: "empty command"},
+		"check-second-bad":      {args: []string{"--check", "tcp:127.0.0.1:1", "--check", "udp:x:1", "web"}, want: `unknown kind "udp"`},
+		"check-from-env":        {args: []string{"web"}, env: []string{"SVCWRAP_CHECK=tcp:127.0.0.1:1,tcp:nowhere"}, want: "want tcp:HOST:PORT"},
+		"check-timeout-below":   {args: []string{"--check-timeout", "9ms", "web"}, want: "--check-timeout 9ms: below the minimum of 10ms"},
+		"check-timeout-zero":    {args: []string{"--check-timeout", "0", "web"}, want: "must be positive"},
+		"interval-below":        {args: []string{"--interval", "0.001", "web"}, want: "--interval 1ms: below the minimum of 10ms"},
+		"grace-negative":        {args: []string{"--grace", "-1s", "web"}, want: "--grace -1s: must not be negative"},
+		"grace-not-duration":    {args: []string{"--grace", "soon", "web"}, want: "--grace"},
+		"fail-after-zero":       {args: []string{"--fail-after", "0", "web"}, want: "--fail-after 0: want at least 1"},
+		"pass-after-negative":   {args: []string{"--pass-after", "-2", "web"}, want: "--pass-after -2: want at least 1"},
+		"fail-after-not-number": {args: []string{"--fail-after", "three", "web"}, want: "--fail-after"},
+
 		// An error that would span lines is kept on one.
 		"unknown-flag-newline": {args: []string{"--fro\nbnicate", "web"}, want: `unknown flag: --fro\nbnicate`},
 	}
@@ -218,6 +238,7 @@ func TestBadInput_EdgesAccepted(t *testing.T) {
 		{"tricky-id", []string{"--id", "a?b#c%d e\\f...ünï", "web"}, "a?b#c%d e\\f...ünï"},
 		{"floors", []string{"--ttl", "1s", "--heartbeat", "100ms", "--check-interval", "10ms", "--consul-timeout", "100ms", "floors"}, "floors"},
 		{"address-names", []string{"--address", "web-1.example.com", "--id", "addr", "web"}, "addr"},
+		{"check-floors", []string{"--check", "script:exit 0", "--interval", "0.01", "--check-timeout", "10ms", "--fail-after", "1", "--pass-after", "1", "--grace", "0", "checks"}, "checks"},
 		{"address-v6", []string{"--address", "2001:db8::1", "--id", "addr6", "web"}, "addr6"},
 	}
 	for _, c := range cases {

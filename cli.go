@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -18,13 +20,12 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/svcwrap/svcwrap/check"
 	"github.com/svcwrap/svcwrap/consulclient"
+	"github.com/svcwrap/svcwrap/sdnotify"
 	"github.com/svcwrap/svcwrap/signals"
 	"github.com/svcwrap/svcwrap/wrapper"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 const usageLine = "svcwrap [flags] SERVICE -- COMMAND [ARG...]"
 
@@ -35,6 +36,12 @@ const examples = `  # Register nc as "netcat", passing once it listens on 9999:
   svcwrap --consul 10.0.0.5:8500,127.0.0.1:8500 --tag v2 --meta team=web \
       --port 8080 web -- /usr/bin/web --listen :8080
 
+  # Passing only while it listens on 8080 and /health answers 2xx:
+  svcwrap --port 8080 --check http://127.0.0.1:8080/health --grace 30s web -- /usr/bin/web
+
+  # A script check (exit 0 passing, 1 warning, else critical), every 10s:
+  svcwrap --check 'script:pg_isready -q' --interval 10 --check-timeout 3s pg -- postgres
+
   # nginx stops gracefully on SIGQUIT; give clients 5s to notice first:
   svcwrap --port 80 --stop-signal QUIT --drain 5s nginx -- nginx -g 'daemon off;'
 
@@ -44,7 +51,8 @@ const examples = `  # Register nc as "netcat", passing once it listens on 9999:
 
 const envHelp = `Every flag can also be set in the environment as SVCWRAP_<FLAG>, upper case
 with dashes as underscores (SVCWRAP_PORT=9999, SVCWRAP_TTL=10s,
-SVCWRAP_TAG=a,b); a flag on the command line wins. The consul CLI's
+SVCWRAP_TAG=a,b; SVCWRAP_CHECK is split only where a new http:, https:,
+tcp: or script: begins); a flag on the command line wins. The consul CLI's
 variables work too: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
 CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
 CONSUL_TLS_SERVER_NAME, CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY.
@@ -71,6 +79,11 @@ const (
 // only with --pass-token.
 var tokenEnv = []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "SVCWRAP_TOKEN_FILE"}
 
+// notifyEnv are systemd's notify variables, never passed on: svcwrap is the
+// one that tells systemd, and a command that read them would say READY=1
+// before Consul has the service (or, with NotifyAccess=main, be ignored).
+var notifyEnv = []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+
 // options are the command line's values before they become a wrapper.Config.
 type options struct {
 	consul        []string
@@ -89,6 +102,12 @@ type options struct {
 	ttl             seconds
 	heartbeat       seconds
 	checkInterval   seconds
+	checks          []string
+	checkTimeout    seconds
+	checkSkipVerify bool
+	grace           seconds
+	failAfter       int
+	passAfter       int
 	deregisterAfter seconds
 	deregister      string
 
@@ -98,6 +117,7 @@ type options struct {
 	keepChild   bool
 	reap        string
 	passToken   bool
+	notify      bool
 
 	verbose   int
 	logFormat string
@@ -120,6 +140,9 @@ func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan 
 	// refuses a pooled connection) go through svcwrap's logger too, at info
 	// level, instead of around -v.
 	slog.SetDefault(cfg.Logger)
+	if n, ok := cfg.Notify.(*sdnotify.Socket); ok {
+		defer n.Close() // STOPPING=1, queued as svcwrap ends, goes out
+	}
 	client, err := consulclient.New(ccfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "svcwrap: %s\n", oneLine(err.Error()))
@@ -155,45 +178,53 @@ func parse(args, environ []string, stdout, stderr io.Writer) (wrapper.Config, co
 		ccfg consulclient.Config
 		ran  bool
 	)
-	cmd := &cobra.Command{
-		Use:     usageLine,
-		Short:   "Run a command as a Consul service: registered while it runs and is ready, gone when it exits.",
-		Long:    "svcwrap runs COMMAND as its child and keeps the child's entry in Consul true:\nregistered with a TTL check, passing while the child runs (and, with --port,\nlistens on that port), critical when it does not, and deregistered the moment\nit exits. Signals are forwarded to the child's process group; svcwrap exits\nwith the child's exit status.\n\n" + envHelp,
-		Example: examples,
-		Version: version,
-		// Errors are printed once, as one line, by run.
-		SilenceErrors: true,
-		SilenceUsage:  true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ran = true
-			if err := applyEnv(cmd.Flags(), environ); err != nil {
-				return err
-			}
-			var err error
-			if cfg, ccfg, err = opts.config(cmd, args, environ); err != nil {
-				return err
-			}
-			if _, err := cfg.Validate(); err != nil {
-				return err
-			}
-			cfg.Logger = newLogger(stderr, opts.verbose, opts.logFormat)
-			return nil
-		},
+	cmd := newRoot(&opts)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ran = true
+		if err := applyEnv(cmd.Flags(), environ); err != nil {
+			return err
+		}
+		var err error
+		if cfg, ccfg, err = opts.config(cmd, args, environ); err != nil {
+			return err
+		}
+		if _, err := cfg.Validate(); err != nil {
+			return err
+		}
+		cfg.Logger = newLogger(stderr, opts.verbose, opts.logFormat)
+		return nil
 	}
-	if args == nil {
-		args = []string{} // cobra reads os.Args for nil
-	}
-	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-	opts.register(cmd.Flags())
-	if err := cmd.Execute(); err != nil {
+	if err := execute(cmd, args); err != nil {
 		return cfg, ccfg, errors.New(oneLine(strings.TrimPrefix(err.Error(), "usage: ")))
 	}
 	if !ran {
 		return cfg, ccfg, errShown
 	}
 	return cfg, ccfg, nil
+}
+
+// newRoot is svcwrap's command without its action: the flags, the help and
+// the version. parse adds the action; the man page (mangen.go) is made from
+// the same command, so the two cannot disagree.
+func newRoot(opts *options) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     usageLine,
+		Short:   "Run a command as a Consul service: registered while it runs and is ready, gone when it exits.",
+		Long:    "svcwrap runs COMMAND as its child and keeps the child's entry in Consul true:\nregistered with a TTL check, passing while the child runs (and, with --port,\nlistens on that port), critical when it does not, and deregistered the moment\nit exits. Signals are forwarded to the child's process group; svcwrap exits\nwith the child's exit status.\n\n" + envHelp + "\n\n" + completionHelp,
+		Example: examples,
+		Version: buildVersion(debug.ReadBuildInfo()),
+		// Errors are printed once, as one line, by run.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// svcwrap has no subcommands: every word before -- is a service
+		// name, "completion" and "help" included (see execute).
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+	}
+	opts.register(cmd.Flags())
+	addCompletion(cmd)
+	return cmd
 }
 
 // oneLine escapes what is not printable in an error message, a newline
@@ -239,7 +270,15 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.Var(&o.ttl, "ttl", "TTL of the check: a duration (10s) or seconds (10, 2.5); minimum 1s")
 	fs.Var(&o.heartbeat, "heartbeat", "how often an unchanged status is refreshed; shorter than --ttl, minimum 100ms (default ttl/3)")
 	o.checkInterval = seconds(wrapper.DefaultCheckInterval)
-	fs.Var(&o.checkInterval, "check-interval", "how often readiness is re-read while ready (a stopped listener turns critical within it); minimum 10ms")
+	fs.Var(&o.checkInterval, "check-interval", "how often every check runs while it is not critical (a stopped listener turns critical within it; while critical, far more often); minimum 10ms")
+	fs.Var(fs.Lookup("check-interval").Value, "interval", "same as --check-interval (the ianitor fork's name)")
+	fs.StringArrayVar(&o.checks, "check", nil, "an active check beside --port's listen check, repeatable, the worst status wins: http:URL (2xx passing, 429 warning, else critical), tcp:HOST:PORT (connects), script:COMMAND (/bin/sh -c; exit 0 passing, 1 warning, else critical). tcp: and http: connect: never against nc -l")
+	o.checkTimeout = seconds(wrapper.DefaultCheckTimeout)
+	fs.Var(&o.checkTimeout, "check-timeout", "bound on each run of a --check; longer is critical, and a script's process group is killed; minimum 10ms")
+	fs.BoolVar(&o.checkSkipVerify, "check-tls-skip-verify", false, "accept any certificate in https:// checks")
+	fs.Var(&o.grace, "grace", "report critical as warning until the checks first pass or this long after the start, for a service slow to become ready")
+	fs.IntVar(&o.failAfter, "fail-after", 1, "results in a row that turn a check critical (Consul's failures_before_critical)")
+	fs.IntVar(&o.passAfter, "pass-after", 1, "results in a row that turn a critical check passing (Consul's success_before_passing)")
 	o.deregisterAfter = seconds(wrapper.DefaultDeregisterAfter)
 	fs.Var(&o.deregisterAfter, "deregister-after", "Consul removes the service when its check stays critical this long, e.g. after svcwrap is SIGKILLed (minimum 1m; 0: never)")
 	fs.StringVar(&o.deregister, "deregister", "on-exit", "when to deregister after the command ends: on-exit, on-success (a failure stays visible, critical), never")
@@ -252,7 +291,8 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.StringVar(&o.reap, "reap", "auto", "reap every orphaned process, as PID 1 must: auto (when PID 1), always, never")
 	fs.BoolVar(&o.passToken, "pass-token", false, "leave CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE and SVCWRAP_TOKEN_FILE in the command's environment (default: removed)")
 
-	fs.CountVarP(&o.verbose, "verbose", "v", "log to stderr: -v errors, -vv warnings, -vvv everything (NOTICE, what an operator must see, always)")
+	fs.BoolVar(&o.notify, "notify", false, "tell systemd (Type=notify) READY=1 once the service passes in Consul, STATUS= at each change, STOPPING=1 at the stop, and keep-alives when WatchdogSec= is set (default: when $NOTIFY_SOCKET is set; --notify=false: never)")
+	fs.CountVarP(&o.verbose, "verbose", "v", "log to stderr: -v what svcwrap does (EVENT) and errors, -vv warnings, -vvv everything (NOTICE, what an operator must see, always)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 }
 
@@ -265,8 +305,12 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 	switch {
 	case dash < 0 && len(args) == 0:
 		return cfg, ccfg, errors.New("missing service name and command: " + usageLine)
+	case dash < 0 && len(args) == 1:
+		return cfg, ccfg, errors.New("missing -- and the command after the service name: " + usageLine)
 	case dash < 0:
-		return cfg, ccfg, errors.New("missing -- between the service name and the command: " + usageLine)
+		// Flags were read only up to the service name (see execute): the
+		// rest is the command, said back with the -- where it belongs.
+		return cfg, ccfg, fmt.Errorf("missing -- between the service name and the command: want svcwrap [flags] %s -- %s", args[0], strings.Join(args[1:], " "))
 	case dash == 0:
 		return cfg, ccfg, errors.New("missing service name before --: " + usageLine)
 	case dash > 1:
@@ -305,6 +349,8 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 		{"ttl", time.Duration(o.ttl), minTTL},
 		{"heartbeat", time.Duration(o.heartbeat), minHeartbeat},
 		{"check-interval", time.Duration(o.checkInterval), minCheckInterval},
+		{"interval", time.Duration(o.checkInterval), minCheckInterval},
+		{"check-timeout", time.Duration(o.checkTimeout), minCheckInterval},
 		{"consul-timeout", o.consulTimeout, minConsulTimeout},
 		{"kill-timeout", time.Duration(o.killTimeout), 0},
 	}
@@ -321,6 +367,9 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 	}
 	if o.drain < 0 {
 		return cfg, ccfg, fmt.Errorf("--drain %s: must not be negative", time.Duration(o.drain))
+	}
+	if err := o.checkFlags(); err != nil {
+		return cfg, ccfg, err
 	}
 	if o.deregisterAfter < 0 {
 		return cfg, ccfg, fmt.Errorf("--deregister-after %s: must not be negative (0: never)", time.Duration(o.deregisterAfter))
@@ -343,12 +392,19 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 		TTL:           time.Duration(o.ttl),
 		Heartbeat:     time.Duration(o.heartbeat),
 		CheckInterval: time.Duration(o.checkInterval),
+		Checks:        o.checks,
+		CheckTimeout:  time.Duration(o.checkTimeout),
+		Grace:         time.Duration(o.grace),
+		FailAfter:     o.failAfter,
+		PassAfter:     o.passAfter,
 		Deregister:    policy,
 		Drain:         time.Duration(o.drain),
 		KillTimeout:   time.Duration(o.killTimeout),
 		ConsulTimeout: o.consulTimeout,
 		KeepChild:     o.keepChild,
 		Terminal:      true,
+
+		CheckTLSSkipVerify: o.checkSkipVerify,
 	}
 	cfg.DeregisterAfter = time.Duration(o.deregisterAfter)
 	if cfg.DeregisterAfter == 0 {
@@ -373,6 +429,9 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 		return cfg, ccfg, err
 	}
 	cfg.Env = childEnv(environ, o.passToken)
+	if cfg.Notify, cfg.Watchdog, err = notifier(fs, o.notify, environ); err != nil {
+		return cfg, ccfg, err
+	}
 	if o.tokenFile != "" {
 		if _, err := os.ReadFile(o.tokenFile); err != nil {
 			return cfg, ccfg, fmt.Errorf("--token-file: %w", err)
@@ -411,14 +470,42 @@ func agentAddrs(fs *pflag.FlagSet, flags []string, environ []string) ([]string, 
 	return addrs, nil
 }
 
-// childEnv is the command's environment: svcwrap's, without the variables
-// that hand on the ACL token unless pass is set. Never nil, which would mean
+// notifier is what tells systemd of the service, with its watchdog timeout:
+// nil unless NOTIFY_SOCKET is set or --notify asks. A failure to send is
+// said once, at NOTICE (a unit that never hears READY=1 fails its start),
+// through the default logger, which run sets to svcwrap's.
+func notifier(fs *pflag.FlagSet, want bool, environ []string) (wrapper.Notifier, time.Duration, error) {
+	on := getenv(environ, "NOTIFY_SOCKET") != ""
+	if fs.Changed("notify") {
+		if want && !on {
+			return nil, 0, errors.New("--notify: NOTIFY_SOCKET is not set (systemd sets it for Type=notify units)")
+		}
+		on = want
+	}
+	if !on {
+		return nil, 0, nil
+	}
+	watchdog, err := sdnotify.WatchdogInterval()
+	if err != nil {
+		return nil, 0, fmt.Errorf("WATCHDOG_USEC: %w", err)
+	}
+	var once sync.Once
+	return sdnotify.New(func(err error) {
+		once.Do(func() {
+			slog.Default().Log(context.Background(), wrapper.LevelNotice, "systemd notify: cannot send", "error", err)
+		})
+	}), watchdog, nil
+}
+
+// childEnv is the command's environment: svcwrap's, without systemd's notify
+// variables, and without the variables that hand on the ACL token unless
+// pass is set. Never nil, which would mean
 // svcwrap's own environment to wrapper.
 func childEnv(environ []string, pass bool) []string {
 	env := make([]string, 0, len(environ))
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if !pass && slices.Contains(tokenEnv, k) {
+		if slices.Contains(notifyEnv, k) || (!pass && slices.Contains(tokenEnv, k)) {
 			continue
 		}
 		env = append(env, kv)
@@ -467,11 +554,14 @@ func applyEnv(fs *pflag.FlagSet, environ []string) error {
 	fs.VisitAll(func(f *pflag.Flag) {
 		name := "SVCWRAP_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		v, ok := env[name]
-		if !ok || f.Changed || given[f.Value] || err != nil || f.Name == "help" || f.Name == "version" {
+		if !ok || f.Changed || given[f.Value] || err != nil || f.Name == "help" || f.Name == "version" || f.Name == "completion" {
 			return
 		}
 		values := []string{v}
-		if f.Value.Type() == "stringArray" {
+		switch {
+		case f.Name == "check":
+			values = check.SplitSpecs(v) // a comma may belong to a URL or a command
+		case f.Value.Type() == "stringArray":
 			values = splitList([]string{v})
 		}
 		for _, value := range values {
@@ -486,7 +576,8 @@ func applyEnv(fs *pflag.FlagSet, environ []string) error {
 
 // newLogger logs to stderr at ianitor's levels, -v errors, -vv warnings,
 // -vvv everything, and below them wrapper.LevelNotice, shown as NOTICE, which
-// is all that the default verbosity shows.
+// is all that the default verbosity shows. -v adds wrapper.LevelEvent, shown
+// as EVENT: what svcwrap does, a few lines a run.
 func newLogger(w io.Writer, verbose int, format string) *slog.Logger {
 	var level slog.Level
 	switch verbose {
@@ -506,12 +597,15 @@ func newLogger(w io.Writer, verbose int, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// renderNotice names wrapper.LevelNotice NOTICE, which slog would print as
-// ERROR+2.
+// renderNotice names wrapper.LevelNotice NOTICE and wrapper.LevelEvent
+// EVENT, which slog would print as ERROR+2 and ERROR+1.
 func renderNotice(groups []string, a slog.Attr) slog.Attr {
 	if len(groups) == 0 && a.Key == slog.LevelKey {
-		if l, ok := a.Value.Any().(slog.Level); ok && l == wrapper.LevelNotice {
+		switch l, _ := a.Value.Any().(slog.Level); l {
+		case wrapper.LevelNotice:
 			a.Value = slog.StringValue("NOTICE")
+		case wrapper.LevelEvent:
+			a.Value = slog.StringValue("EVENT")
 		}
 	}
 	return a

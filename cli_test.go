@@ -15,8 +15,8 @@ import (
 	"github.com/svcwrap/svcwrap/wrapper"
 )
 
-// At the default verbosity only wrapper.LevelNotice shows, as NOTICE; -v,
-// -vv and -vvv add errors, warnings and everything, NOTICE always included.
+// At the default verbosity only wrapper.LevelNotice shows, as NOTICE; -v adds
+// wrapper.LevelEvent, as EVENT, and errors; -vv warnings; -vvv everything.
 func TestNewLogger_Levels(t *testing.T) {
 	levels := []struct {
 		level slog.Level
@@ -24,12 +24,13 @@ func TestNewLogger_Levels(t *testing.T) {
 		json  string
 	}{
 		{wrapper.LevelNotice, "level=NOTICE", `"level":"NOTICE"`},
+		{wrapper.LevelEvent, "level=EVENT", `"level":"EVENT"`},
 		{slog.LevelError, "level=ERROR", `"level":"ERROR"`},
 		{slog.LevelWarn, "level=WARN", `"level":"WARN"`},
 		{slog.LevelInfo, "level=INFO", `"level":"INFO"`},
 		{slog.LevelDebug, "level=DEBUG", `"level":"DEBUG"`},
 	}
-	for verbose, shown := range []int{1, 2, 3, 5} { // how many of levels show
+	for verbose, shown := range []int{1, 3, 4, 6} { // how many of levels show
 		for _, format := range []string{"text", "json"} {
 			var b bytes.Buffer
 			log := newLogger(&b, verbose, format)
@@ -47,7 +48,7 @@ func TestNewLogger_Levels(t *testing.T) {
 					assert.NotContains(t, b.String(), want, "-v×%d %s", verbose, format)
 				}
 			}
-			assert.NotContains(t, b.String(), "ERROR+2", "-v×%d %s", verbose, format)
+			assert.NotContains(t, b.String(), "ERROR+", "-v×%d %s", verbose, format)
 		}
 	}
 }

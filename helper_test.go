@@ -94,6 +94,8 @@ func runHelper(mode string, args []string) int {
 		select {}
 	case "soak":
 		return helperSoak(args)
+	case "health":
+		return helperHealth(args)
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper mode", mode)
 	return 2

@@ -30,6 +30,9 @@ func TestClassify(t *testing.T) {
 	unknownCA := &url.Error{Op: "Put", URL: "https://127.0.0.1:8501", Err: x509.UnknownAuthorityError{}}
 	assert.True(t, isTLS(unknownCA))
 
+	plainToTLS := errors.New("Unexpected response code: 400 (Client sent an HTTP request to an HTTPS server.)")
+	assert.True(t, isTLS(plainToTLS), "plain HTTP to the agent's HTTPS port")
+
 	reset := &url.Error{Op: "Put", URL: "http://127.0.0.1:8500", Err: fmt.Errorf("readLoopPeekFailLocked: %w", errors.New("EOF"))}
 	assert.False(t, isTLS(reset))
 	assert.True(t, isRefusal(reset), "the connection limiter's 429 is seen as a dropped connection")

@@ -192,47 +192,80 @@ func (c *Client) CloseIdleConnections() {
 	}
 }
 
+// AgentError is a failed call to one agent: what was asked (Op: register,
+// heartbeat, deregister, look up), of which agent, and the kind of failure
+// (ErrUnreachable, ErrTLS, ErrRefused, ErrRejected, ErrNotRegistered,
+// ErrTokenChanged; nil for a 5xx answer), for errors.Is and for callers that
+// tell one failure from another without reading its text, which holds
+// details such as a source port that change on every attempt.
+type AgentError struct {
+	Op    string
+	Agent string
+	Kind  error
+	Err   error // the api client's error; nil for ErrTokenChanged
+}
+
+func (e *AgentError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s through agent %s", e.Op, e.Agent)
+	if e.Kind != nil {
+		b.WriteString(": " + e.Kind.Error())
+	}
+	if e.Err != nil {
+		b.WriteString(": " + e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap gives errors.Is and errors.As the kind (a TLS failure is also
+// ErrUnreachable) and the cause.
+func (e *AgentError) Unwrap() []error {
+	errs := []error{e.Kind, e.Err}
+	if e.Kind == ErrTLS {
+		errs = append(errs, ErrUnreachable)
+	}
+	return errs
+}
+
 // do runs call against agent i with the current token and the client's
 // timeout, and says what kind of failure an error is. When the agent rejects
 // the token and the token file holds a new one, do reports ErrTokenChanged if
 // retry is false, and otherwise makes the call once more with the new token.
 func (c *Client) do(ctx context.Context, i int, op string, retry bool, call func(ctx context.Context, a *api.Client, token string) error) error {
 	a := c.agents[i]
-	attempt := func() error {
+	attempt := func(token string) error {
 		rctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
-		return call(rctx, a.api, c.token.get())
+		return call(rctx, a.api, token)
 	}
-	err := attempt()
-	if isForbidden(err) && c.token.reload() {
+	used := c.token.get()
+	err := attempt(used)
+	if isForbidden(err) && c.token.renewed(used) {
 		if !retry {
-			return fmt.Errorf("%s through agent %s: %w", op, a.addr, ErrTokenChanged)
+			return &AgentError{Op: op, Agent: a.addr, Kind: ErrTokenChanged}
 		}
-		err = attempt()
+		err = attempt(c.token.get())
 	}
 	if err == nil {
 		return nil
 	}
-	var kind error
+	e := &AgentError{Op: op, Agent: a.addr, Err: err}
 	switch {
 	case ctx.Err() != nil:
-		return fmt.Errorf("%s through agent %s: %w", op, a.addr, ctx.Err())
+		e.Err = ctx.Err()
 	case isTLS(err):
-		// %.0w wraps without printing: the message says TLS, errors.Is
-		// finds ErrUnreachable too.
-		return fmt.Errorf("%s through agent %s: %w%.0w: %w", op, a.addr, ErrTLS, ErrUnreachable, err)
+		e.Kind = ErrTLS
 	case isRefusal(err):
-		kind = ErrRefused
+		e.Kind = ErrRefused
 	case isNotFound(err):
-		kind = ErrNotRegistered
+		e.Kind = ErrNotRegistered
 	case isClientError(err):
-		kind = ErrRejected
+		e.Kind = ErrRejected
 	case !isAnswer(err):
-		kind = ErrUnreachable
-	default: // a 5xx: the agent answered; it is alive but cannot do it now
-		return fmt.Errorf("%s through agent %s: %w", op, a.addr, err)
+		e.Kind = ErrUnreachable
 	}
-	return fmt.Errorf("%s through agent %s: %w: %w", op, a.addr, kind, err)
+	// Otherwise a 5xx: the agent answered; it is alive but cannot do it now.
+	return e
 }
 
 // Service is one registration: the service and its single TTL check.
@@ -447,19 +480,20 @@ func (t *token) get() string {
 	return t.value
 }
 
-// reload reads the token file again and reports whether it now holds another
-// token. An unreadable file keeps the token there was.
-func (t *token) reload() bool {
+// renewed reports whether there is a token other than used, the one a
+// rejected request carried: another call may have read the file already, or
+// the file is read again now. An unreadable file keeps the token there was.
+func (t *token) renewed(used string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.value != used {
+		return true
+	}
 	if t.file == "" {
 		return false
 	}
 	v, err := t.read()
-	if err != nil || v == "" {
-		return false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if v == t.value {
+	if err != nil || v == "" || v == t.value {
 		return false
 	}
 	t.value = v
@@ -542,8 +576,11 @@ func isTLS(err error) bool {
 		return true
 	}
 	// net/http says this, with no type, when a plain-HTTP agent is spoken
-	// to in TLS.
-	return strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+	// to in TLS; the agent's HTTPS port answers plain HTTP with a 400
+	// saying the other.
+	msg := err.Error()
+	return strings.Contains(msg, "server gave HTTP response to HTTPS client") ||
+		strings.Contains(msg, "Client sent an HTTP request to an HTTPS server")
 }
 
 // isRefusal reports whether the agent turned the request away: its 429, from

@@ -117,6 +117,7 @@ func TestSupervisord_StopDeregistersFirst(t *testing.T) {
 
 	sv.waitState(t, "RUNNING")
 	consultest.WaitServiceStatus(t, agent.Client, "web", api.HealthPassing, wait)
+	assertHTTPCheck(t, agent, port)
 
 	// The registration carries what environment= set.
 	svc, _, err := agent.Client.Agent().Service("web", nil)
@@ -252,9 +253,11 @@ func TestSystemdUnit_Settings(t *testing.T) {
 	assert.True(t, clean[128+int(syscall.SIGTERM)], "SuccessExitStatus= must list 143")
 }
 
-// ExecStart is a working svcwrap command line; SIGTERM to svcwrap alone (what
-// KillMode=mixed sends) deregisters before web hears it, leaves nothing for
-// the final SIGKILL, and ends in a status systemd counts as clean.
+// ExecStart is a working svcwrap command line; it tells systemd READY=1 once
+// web passes and STOPPING=1 at the stop, on a notify socket as systemd
+// gives a Type=notify unit; SIGTERM to svcwrap alone (what KillMode=mixed
+// sends) deregisters before web hears it, leaves nothing for the final
+// SIGKILL, and ends in a status systemd counts as clean.
 func TestSystemdUnit_ExecStart(t *testing.T) {
 	t.Parallel()
 	unit := readUnit(t, "svcwrap-web.service")
@@ -276,10 +279,15 @@ func TestSystemdUnit_ExecStart(t *testing.T) {
 			web := webArgv("-listen", loopback(port), "-report", string(rep),
 				"-agent", agent.HTTPAddr, "-service", "web", "-term-exit", tc.termExit)
 			env := withAgent(t, unit.environment(), agent.HTTPAddr)
+			notify := listenNotify(t)
+			watchdog := systemdSeconds(t, unit.last("Service", "WatchdogSec"))
+			env = append(env, "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC="+strconv.FormatInt(watchdog.Microseconds(), 10))
 			// systemd starts a service in a session of its own, stdin /dev/null.
 			svcwrap := startProcess(t, localArgv(t, argv, port, web), env)
 
 			consultest.WaitServiceStatus(t, agent.Client, "web", api.HealthPassing, wait)
+			notify.waitFor(t, "READY=1")
+			assertHTTPCheck(t, agent, port)
 			svc, _, err := agent.Client.Agent().Service("web", nil)
 			require.NoError(t, err)
 			assert.Equal(t, []string{"v1", "http"}, svc.Tags, "SVCWRAP_TAG from Environment=")
@@ -288,6 +296,7 @@ func TestSystemdUnit_ExecStart(t *testing.T) {
 			svcwrap.signal(t, syscall.SIGTERM)
 			code := svcwrap.wait(t)
 			assert.Equal(t, tc.want, code, "svcwrap's stderr:\n%s", svcwrap.out)
+			assert.Contains(t, notify.all(), "STOPPING=1")
 			assert.True(t, clean[code], "status %d is a failure to systemd: Restart=on-failure would restart a stopped unit", code)
 			assert.Equal(t, 1, rep.count("term registered=false"), "web heard SIGTERM while still registered:\n%s", rep)
 			consultest.WaitServiceGone(t, agent.Client, "web", wait)

@@ -380,6 +380,9 @@ func localArgv(t *testing.T, argv []string, port int, web []string) []string {
 			i++
 		case strings.HasPrefix(a, "--port="):
 			out = append(out, "--port="+strconv.Itoa(port))
+		case strings.Contains(a, "127.0.0.1:"+examplePort+"/"):
+			// --check http://127.0.0.1:PORT/health: the same web
+			out = append(out, strings.Replace(a, "127.0.0.1:"+examplePort+"/", "127.0.0.1:"+strconv.Itoa(port)+"/", 1))
 		default:
 			out = append(out, a)
 		}

@@ -563,6 +563,8 @@ func webMain(args []string) int {
 	}
 	defer l.Close()
 	say("listening")
+	// The examples' --check http://…/health: every path answers 200.
+	go func() { _ = http.Serve(l, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})) }()
 
 	for sig := range sigs {
 		switch sig {

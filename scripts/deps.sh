@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages svcwrap's tests and demo use, if any is missing:
 #   netcat-openbsd (nc), dnsutils (dig), curl, supervisor (supervisord),
-#   util-linux (unshare), procps (ps, pgrep).
+#   util-linux (unshare), procps (ps, pgrep), dnsmasq-base (dnsmasq),
+#   systemd (systemd-analyze, which checks the example units; nothing boots it),
+#   bash-completion (the completion test), man-db (man, which renders svcwrap.1).
 # As root it runs apt-get; otherwise it uses `sudo -n` when that needs no
 # password (CI runners), else prints what to install and exits 1.
 # Quick and silent apart from one line when everything is there.
 set -euo pipefail
 
-packages=(netcat-openbsd dnsutils curl supervisor util-linux procps)
+packages=(netcat-openbsd dnsutils curl supervisor util-linux procps dnsmasq-base systemd bash-completion man-db)
 
 missing=()
 if command -v dpkg-query >/dev/null; then
@@ -18,7 +20,7 @@ if command -v dpkg-query >/dev/null; then
 	done
 else
 	# Not Debian: check the commands instead and let the user find the packages.
-	declare -A provides=([netcat-openbsd]=nc [dnsutils]=dig [curl]=curl [supervisor]=supervisord [util-linux]=unshare [procps]=ps)
+	declare -A provides=([netcat-openbsd]=nc [dnsutils]=dig [curl]=curl [supervisor]=supervisord [util-linux]=unshare [procps]=ps [dnsmasq-base]=dnsmasq [systemd]=systemd-analyze [bash-completion]=bash [man-db]=man)
 	for p in "${packages[@]}"; do
 		command -v "${provides[$p]}" >/dev/null || missing+=("$p")
 	done

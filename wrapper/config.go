@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/svcwrap/svcwrap/check"
 	"github.com/svcwrap/svcwrap/consulclient"
 )
 
@@ -20,6 +21,7 @@ const (
 	DefaultDeregisterAfter = time.Minute
 	DefaultKillTimeout     = 10 * time.Second
 	DefaultConsulTimeout   = 5 * time.Second
+	DefaultCheckTimeout    = 5 * time.Second
 )
 
 // Policy says when svcwrap removes the service from Consul after the child ends.
@@ -98,6 +100,25 @@ type Config struct {
 	// that it turns passing moments after it starts listening.
 	// Zero: DefaultCheckInterval.
 	CheckInterval time.Duration
+	// Checks are active checks run beside the listen check of Port, each
+	// "KIND:TARGET" as check.ParseSpec reads it: http:URL, tcp:HOST:PORT,
+	// script:COMMAND. The worst status of all checks wins. Nil: none.
+	Checks []string
+	// CheckTimeout bounds each run of an active check; a check that runs
+	// longer is critical. Zero: DefaultCheckTimeout.
+	CheckTimeout time.Duration
+	// CheckTLSSkipVerify accepts any certificate in https:// checks.
+	// False: the system's roots verify it.
+	CheckTLSSkipVerify bool
+	// Grace reports a critical result as warning until the checks first
+	// pass or Grace has passed since the start, for a service slow to
+	// become ready. Zero: none.
+	Grace time.Duration
+	// FailAfter and PassAfter are how many results in a row turn a check
+	// critical (from passing or warning) and back, as Consul's
+	// FailuresBeforeCritical and SuccessBeforePassing. Zero: one.
+	FailAfter, PassAfter int
+	specs                []check.Spec // Checks, parsed by withDefaults
 	// DeregisterAfter is the check's DeregisterCriticalServiceAfter: how long
 	// Consul keeps a service whose check stays critical, which is what cleans
 	// up after a svcwrap killed by SIGKILL. Consul's minimum is one minute.
@@ -117,13 +138,14 @@ type Config struct {
 	// (SIGQUIT for nginx's graceful stop, say). Zero: forward the signal
 	// svcwrap received.
 	StopSignal syscall.Signal
-	// ConsulTimeout bounds each request to Consul and the deregistration at
-	// the end. Zero: DefaultConsulTimeout.
+	// ConsulTimeout bounds each request to Consul, and all of Consul's part
+	// of a stop together. Zero: DefaultConsulTimeout.
 	ConsulTimeout time.Duration
 	// LockDir holds the host locks, one file per agent and service ID, that
 	// let one svcwrap of this host at a time claim an ID. Zero: /run/svcwrap
-	// where it exists or can be created, else svcwrap in os.TempDir(). Where
-	// no lock can be taken, the claim is not atomic but the service runs.
+	// where it exists, else /dev/shm/svcwrap, else svcwrap in os.TempDir().
+	// Where no lock can be taken, the claim is not atomic but the service
+	// runs.
 	LockDir string
 
 	// KeepChild turns off the parent-death signal: the child then survives a
@@ -142,6 +164,15 @@ type Config struct {
 	Signals <-chan os.Signal
 	// Logger receives svcwrap's own log. Nil: nothing is logged.
 	Logger *slog.Logger
+	// Notify tells the service manager how the service is doing: READY
+	// once it is passing in Consul, a status line at each change, STOPPING
+	// when the stop begins (sdnotify.Socket, for systemd). Nil: nobody is
+	// told.
+	Notify Notifier
+	// Watchdog is the service manager's watchdog timeout (systemd's
+	// WATCHDOG_USEC): while the child lives, the supervise loop sends Notify
+	// a keep-alive every half of it. Zero: no keep-alives.
+	Watchdog time.Duration
 	// Start starts the child. Nil: signals.Start. Tests put a fake here.
 	Start StartFunc
 }
@@ -225,6 +256,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.CheckInterval < 0 {
 		return cfg, usagef("check interval %s must be positive", cfg.CheckInterval)
 	}
+	if err := cfg.checkDefaults(); err != nil {
+		return cfg, err
+	}
 	switch {
 	case cfg.DeregisterAfter == 0:
 		cfg.DeregisterAfter = DefaultDeregisterAfter
@@ -251,5 +285,23 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Watchdog < 0 {
+		return cfg, usagef("watchdog %s must not be negative", cfg.Watchdog)
+	}
+	if cfg.Notify == nil {
+		cfg.Notify = silent{}
+	}
 	return cfg, nil
 }
+
+// silent is the Notifier of a Config without one.
+type silent struct{}
+
+func (silent) Ready(string)    {}
+func (silent) Status(string)   {}
+func (silent) Stopping(string) {}
+func (silent) Watchdog()       {}
+
+// notifies reports whether a service manager hears of the service, for the
+// start line.
+func (cfg Config) notifies() bool { return cfg.Notify != silent{} }

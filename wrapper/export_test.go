@@ -27,3 +27,7 @@ func Self() string { return currentInstance().String() }
 
 // MetaInstance is the meta key of the instance mark.
 const MetaInstance = metaInstance
+
+// Guest is the service ID this process registers under on agents other
+// than the first.
+func Guest(id string) string { return guestID(id, currentInstance().host) }

@@ -73,8 +73,10 @@ func TestFailover_MovesLooksFirstAndSweeps(t *testing.T) {
 	r.j.waitFor(t, "register web passing")
 
 	r.reg.set(0, unreachable(0), false, nil)
-	r.j.waitFor(t, "@1 register web passing")
-	r.j.waitFor(t, "@1 status web passing")
+	guest := wrapper.Guest("web")
+	r.j.waitFor(t, "@1 register "+guest+" passing")
+	r.j.waitFor(t, "@1 status "+guest+" passing")
+	assert.Equal(t, "web", r.reg.registered(1).Name)
 	assert.Equal(t, "10.0.0.1", r.reg.registered(1).Address, "the first agent's node address, not agent 1's")
 	assert.Equal(t, 0, countPrefix(r.j, "deregister"), "nothing removed from the agent that does not answer")
 
@@ -86,7 +88,7 @@ func TestFailover_MovesLooksFirstAndSweeps(t *testing.T) {
 	r.sigs <- syscall.SIGTERM
 	res := r.wait(t)
 	assert.Equal(t, 128+15, res.code)
-	requireBefore(t, r.j, "@1 deregister web", "signal SIGTERM")
+	requireBefore(t, r.j, "@1 deregister "+guest, "signal SIGTERM")
 	assert.Equal(t, 1, strings.Count(log.String(), "level=NOTICE msg=\"consul: moved to another agent\""), log.String())
 	assert.Equal(t, 1, strings.Count(log.String(), "removed the copy"), log.String())
 }
@@ -247,4 +249,18 @@ func TestFailover_OneAgentIsRetriedNotSwept(t *testing.T) {
 	consultestEventually(t, func() bool { return countPrefix(r.j, "status web") > beats+2 }, func() string { return fmt.Sprint(r.j.all()) })
 	assert.Equal(t, 0, countPrefix(r.j, "deregister"), "%q", r.j.all())
 	assert.Equal(t, 1, countPrefix(r.j, "register web"), "%q", r.j.all())
+}
+
+// The stop's budget is Consul's time, not the stop's: under on-success, the
+// check is marked critical at SIGTERM and the service deregistered once the
+// child has ended well, however long its drain and stop took.
+func TestStop_BudgetCountsConsulTimeOnly(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, Drain: 300 * time.Millisecond, Deregister: wrapper.DeregisterOnSuccess}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
+	r.j.waitFor(t, "register web passing")
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+15, res.code)
+	requireBefore(t, r.j, "status web critical", "signal SIGTERM")
+	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
 }

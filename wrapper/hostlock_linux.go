@@ -23,20 +23,32 @@ import (
 // Across hosts, or where no lock can be taken, the look-up in Consul is what
 // remains (see syncer.claim).
 
-// runLockDir is where the locks live on a host with a /run (a tmpfs, emptied
-// at boot, so the lock files do not pile up across boots).
+// runLockDir is where the locks live when the host has made it (a packaging
+// or tmpfiles.d line such as `d /run/svcwrap 1777 root root -`): /run is a
+// tmpfs emptied at boot, so lock files do not pile up across boots.
 const runLockDir = "/run/svcwrap"
 
-// defaultLockDir is Config.LockDir's zero value: runLockDir where it exists or
-// can be created, else svcwrap in os.TempDir(). It creates nothing: the lock
-// does, once the configuration is known to be good.
+// shmLockDir is where they live otherwise: /dev/shm is a tmpfs every Linux
+// host and container has, world-writable and sticky like /tmp, and unlike
+// /tmp not made private per unit by systemd's PrivateTmp.
+const shmLockDir = "/dev/shm/svcwrap"
+
+// defaultLockDir is Config.LockDir's zero value: runLockDir where it exists,
+// else shmLockDir where /dev/shm is writable, else svcwrap in os.TempDir().
+// svcwrap never creates runLockDir itself: if root created it on first use
+// while svcwraps of other users, who cannot, had already chosen another
+// directory, the two would not see each other's locks. It creates nothing
+// here: the lock does, once the configuration is known to be good.
 func defaultLockDir() string {
 	if fi, err := os.Stat(runLockDir); err == nil && fi.IsDir() {
 		return runLockDir
 	}
 	const wx = 0x2 | 0x1 // W_OK|X_OK of unistd.h, which syscall does not name
-	if syscall.Access(filepath.Dir(runLockDir), wx) == nil {
-		return runLockDir
+	if fi, err := os.Stat(shmLockDir); err == nil && fi.IsDir() {
+		return shmLockDir
+	}
+	if syscall.Access(filepath.Dir(shmLockDir), wx) == nil {
+		return shmLockDir
 	}
 	return filepath.Join(os.TempDir(), "svcwrap")
 }

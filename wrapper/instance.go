@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // metaInstance is the service meta key under which svcwrap records which
@@ -12,30 +13,33 @@ import (
 // holder from a stale one.
 const metaInstance = "svcwrap_instance"
 
-// instance names one svcwrap process: its host, its PID, and the PID's start
-// time in clock ticks since boot, which tells a reused PID from the original.
+// instance names one svcwrap process: its host, its PID, the PID's start
+// time in clock ticks since boot, which tells a reused PID from the original,
+// and its PID namespace, without which the PID means nothing on a host
+// whose containers share its name (host networking).
 type instance struct {
 	host  string
 	pid   int
 	start uint64
+	pidns uint64 // inode of /proc/self/ns/pid; 0: not known (an older mark)
 }
 
 func currentInstance() instance {
 	host, _ := os.Hostname()
 	pid := os.Getpid()
 	start, _ := processStart(pid)
-	return instance{host: host, pid: pid, start: start}
+	return instance{host: host, pid: pid, start: start, pidns: pidNamespace()}
 }
 
 func (i instance) String() string {
-	return fmt.Sprintf("%s/%d/%d", i.host, i.pid, i.start)
+	return fmt.Sprintf("%s/%d/%d/%d", i.host, i.pid, i.start, i.pidns)
 }
 
-// parseInstance reads what String wrote. A host name holds no slash, so the
-// last two fields are the PID and start time.
+// parseInstance reads what String wrote, and the three fields of marks made
+// before the namespace was added. A host name holds no slash.
 func parseInstance(s string) (instance, bool) {
 	parts := strings.Split(s, "/")
-	if len(parts) != 3 {
+	if len(parts) != 3 && len(parts) != 4 {
 		return instance{}, false
 	}
 	pid, err1 := strconv.Atoi(parts[1])
@@ -43,7 +47,30 @@ func parseInstance(s string) (instance, bool) {
 	if err1 != nil || err2 != nil {
 		return instance{}, false
 	}
-	return instance{host: parts[0], pid: pid, start: start}, true
+	i := instance{host: parts[0], pid: pid, start: start}
+	if len(parts) == 4 {
+		ns, err := strconv.ParseUint(parts[3], 10, 64)
+		if err != nil {
+			return instance{}, false
+		}
+		i.pidns = ns
+	}
+	return i, true
+}
+
+// visibleFrom reports whether i's process can be looked at from self: the
+// same host, and the same PID namespace as far as the mark says.
+func (i instance) visibleFrom(self instance) bool {
+	return i.host == self.host && (i.pidns == 0 || self.pidns == 0 || i.pidns == self.pidns)
+}
+
+// pidNamespace is the inode of this process's PID namespace, 0 if unknown.
+func pidNamespace() uint64 {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/pid", &st); err != nil {
+		return 0
+	}
+	return st.Ino
 }
 
 // alive reports whether the process i names still runs on this host.

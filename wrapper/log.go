@@ -1,6 +1,10 @@
 package wrapper
 
-import "log/slog"
+import (
+	"context"
+	"fmt"
+	"log/slog"
+)
 
 // LevelNotice is for what an operator must see even at the default verbosity,
 // where svcwrap is otherwise silent as ianitor was: a failure to keep Consul
@@ -9,3 +13,38 @@ import "log/slog"
 // such condition is logged once when it starts and once when it ends, never
 // once per retry.
 const LevelNotice = slog.LevelError + 2
+
+// LevelEvent is for what svcwrap does, one line per step of its lifecycle:
+// the start, each registration and status change in Consul, each signal
+// forwarded, each step of a stop, the child's end. A healthy run writes a
+// handful of them, none repeating, so they show from -v on: that is what an
+// operator asking for -v wants to see, besides errors. They sort between
+// slog.LevelError and LevelNotice, below what the default verbosity shows.
+const LevelEvent = slog.LevelError + 1
+
+// event logs one lifecycle step at LevelEvent.
+func event(log *slog.Logger, msg string, args ...any) {
+	log.Log(context.Background(), LevelEvent, msg, args...)
+}
+
+// describeChecks names what must hold for the service to be passing, for
+// the start line.
+func describeChecks(cfg Config) []string {
+	var checks []string
+	if cfg.Port != 0 {
+		checks = append(checks, fmt.Sprintf("listening on port %d", cfg.Port))
+	}
+	if len(checks) == 0 {
+		checks = append(checks, "command running")
+	}
+	return checks
+}
+
+// agentList is every agent's address, in order, for the start line.
+func agentList(reg Registry) []string {
+	addrs := make([]string, reg.Agents())
+	for i := range addrs {
+		addrs[i] = reg.Addr(i)
+	}
+	return addrs
+}

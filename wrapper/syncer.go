@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/svcwrap/svcwrap/check"
@@ -59,18 +61,24 @@ type syncer struct {
 
 	// Owned by run.
 	on        int       // index of the agent holding the registration; -1: none
-	lastOn    int       // the agent it was last registered with; -1: never
+	ever      bool      // registered once: an ID held on the first agent is no longer fatal
+	doubt     bool      // the agent it is on failed since the ID was last looked up there
+	guest     string    // the service ID on agents other than the first
 	claimed   int       // agent where the ID was found free and not yet registered; -1: none
 	home      string    // the node address of the first agent, for registrations through others
 	lost      time.Time // when the agent the registration is on stopped answering
-	noAddress bool      // the registration without the host's address was reported
+	noAddr    bool      // the registration without the host's address was reported
 	critical  time.Time // when the check was last (re-)registered while critical
 	trouble   trouble
 	held      map[int]bool // agents where another svcwrap's entry was reported
+	announced string       // the last STATUS= told to cfg.Notify
 
 	// Shared by run and the sweeps.
 	mu   sync.Mutex
 	left map[int]*sweep // agents that may hold a copy of the registration
+
+	// Set by Run once the child's pid is known, read by all.
+	logger atomic.Pointer[slog.Logger]
 
 	// Owned by the caller of want, not by run.
 	handed     bool
@@ -91,7 +99,7 @@ func newSyncer(cfg Config, reg Registry) *syncer {
 		meta = map[string]string{}
 	}
 	meta[metaInstance] = self.String()
-	return &syncer{
+	s := &syncer{
 		cfg:    cfg,
 		reg:    reg,
 		self:   self,
@@ -102,10 +110,43 @@ func newSyncer(cfg Config, reg Registry) *syncer {
 			Address: cfg.Address, Port: cfg.Port,
 			TTL: cfg.TTL, DeregisterAfter: cfg.DeregisterAfter,
 		},
-		on: -1, lastOn: -1, claimed: -1,
-		held: map[int]bool{},
-		left: map[int]*sweep{},
+		on: -1, claimed: -1,
+		guest: guestID(cfg.ID, self.host),
+		held:  map[int]bool{},
+		left:  map[int]*sweep{},
 	}
+	s.logger.Store(cfg.Logger)
+	return s
+}
+
+// log is the syncer's logger. It starts before the child, whose pid its
+// lines carry once setLogger has been called.
+func (s *syncer) log() *slog.Logger { return s.logger.Load() }
+
+// setLogger replaces the syncer's logger, from any goroutine.
+func (s *syncer) setLogger(l *slog.Logger) { s.logger.Store(l) }
+
+// announce tells the service manager the status Consul has just accepted:
+// READY=1 the first time it is passing, a STATUS= line whenever it reads
+// differently. Notify never blocks, so neither does the syncer.
+func (s *syncer) announce(current check.Result) {
+	status := fmt.Sprintf("%s in Consul (agent %s): %s", current.Status, s.reg.Addr(s.on), current.Output)
+	if status == s.announced {
+		return
+	}
+	s.announced = status
+	if current.Status == check.Passing {
+		s.cfg.Notify.Ready(status)
+		return
+	}
+	s.cfg.Notify.Status(status)
+}
+
+// tell puts a line of trouble in the service manager's status; the next
+// accepted status replaces it.
+func (s *syncer) tell(status string) {
+	s.announced = status
+	s.cfg.Notify.Status(status)
 }
 
 // want hands the syncer the newest check result without ever blocking: an
@@ -135,7 +176,6 @@ func (s *syncer) want(r check.Result) {
 // registration may remain.
 func (s *syncer) run(ctx context.Context) {
 	defer s.stopSweeps()
-	log := s.cfg.Logger
 	var (
 		current check.Result
 		sent    check.Result
@@ -166,10 +206,11 @@ func (s *syncer) run(ctx context.Context) {
 		case err == nil:
 			s.healed()
 			if sent != current {
-				log.Info("check", "status", current.Status.String(), "output", current.Output)
+				event(s.log(), "status", "status", current.Status.String(), "output", current.Output, "agent", s.reg.Addr(s.on))
 			} else {
-				log.Debug("heartbeat", "status", current.Status.String())
+				s.log().Debug("heartbeat", "status", current.Status.String())
 			}
+			s.announce(current)
 			sent = current
 			retry = retryFirst
 			timer.Reset(s.cfg.Heartbeat)
@@ -252,16 +293,23 @@ func (s *syncer) push(ctx context.Context, current check.Result) error {
 	if s.on < 0 {
 		return s.find(ctx, current, nil)
 	}
+	began := time.Now()
 	err := s.refresh(ctx, current)
 	if err == nil {
 		s.lost = time.Time{}
 		return nil
 	}
-	if !errors.Is(err, consulclient.ErrUnreachable) || ctx.Err() != nil {
-		return err // the agent answers (or svcwrap stops): retry it
+	if s.on < 0 || ctx.Err() != nil {
+		return err // the ID was taken there; or svcwrap stops
+	}
+	// The agent may come back restarted, its service gone and the ID taken
+	// by another svcwrap in between: look before the next heartbeat.
+	s.doubt = true
+	if !errors.Is(err, consulclient.ErrUnreachable) {
+		return err // the agent answers: retry it
 	}
 	if s.lost.IsZero() {
-		s.lost = time.Now()
+		s.lost = began // a hung agent has already cost a timeout
 	}
 	if s.reg.Agents() == 1 || time.Since(s.lost) < s.cfg.Heartbeat {
 		return err
@@ -274,26 +322,61 @@ func (s *syncer) refresh(ctx context.Context, current check.Result) error {
 	if s.reaperNear(current) {
 		return s.register(ctx, s.on, current)
 	}
-	err := s.reg.SetStatus(ctx, s.on, s.cfg.ID, current.Status.String(), current.Output)
+	if s.doubt {
+		if err := s.claimOn(ctx); err != nil {
+			return err
+		}
+		s.doubt = false
+	}
+	err := s.reg.SetStatus(ctx, s.on, s.idOn(s.on), current.Status.String(), current.Output)
 	switch {
 	case errors.Is(err, consulclient.ErrNotRegistered):
 		// Restarted without its data, or the token expired: whoever
 		// holds the ID there now is looked at before registering.
-		s.cfg.Logger.Warn("the agent forgot the service: registering again", "agent", s.reg.Addr(s.on))
-		if err := s.claim(ctx, s.on); err != nil {
-			if errors.Is(err, errHeld) {
-				s.heldOn(ctx, s.on, err)
-				s.on = -1 // not ours any more: the next push looks elsewhere
-			}
+		s.log().Warn("the agent forgot the service: registering again", "agent", s.reg.Addr(s.on))
+		if err := s.claimOn(ctx); err != nil {
 			return err
 		}
 		return s.register(ctx, s.on, current)
 	case errors.Is(err, consulclient.ErrTokenChanged):
-		// The registration is ours: register it again with the new token,
-		// which the agent uses to sync it to the servers.
+		// Register again with the new token, which the agent uses to sync
+		// the service to the servers; what the old token could not see is
+		// looked at first.
+		if err := s.claimOn(ctx); err != nil {
+			return err
+		}
 		return s.register(ctx, s.on, current)
 	}
 	return err
+}
+
+// claimOn looks up who holds the ID on the agent svcwrap is registered with,
+// before it writes there again after a doubt. If another svcwrap has taken
+// it, svcwrap is registered nowhere: the next push looks elsewhere.
+func (s *syncer) claimOn(ctx context.Context) error {
+	err := s.claim(ctx, s.on)
+	if errors.Is(err, errHeld) {
+		s.heldOn(ctx, s.on, err)
+		s.on = -1
+	}
+	return err
+}
+
+// guestID is the service ID svcwrap registers under on agents other than the
+// first. The ID is the operator's on this host's own agent; on another
+// agent, which has instances of its own, the same ID would belong to one of
+// them (svcwrap would have to leave it alone, or its owner could not start).
+// The host's name keeps the guest apart from them and from the guests of
+// other hosts; the service name, which DNS and the catalog answer by, is
+// the same.
+func guestID(id, host string) string { return id + "@" + host }
+
+// idOn is the service ID svcwrap uses on agent i.
+func (s *syncer) idOn(i int) string {
+	if i == 0 {
+		return s.cfg.ID
+	}
+	return s.guest
 }
 
 // errHeld means another live svcwrap holds the ID on an agent.
@@ -310,6 +393,8 @@ func (s *syncer) find(ctx context.Context, current check.Result, onErr error) er
 		var err error
 		if i == s.on {
 			err = onErr
+		} else if i != 0 && s.service.Address == "" && s.home == "" {
+			err = s.noAddress(ctx, i)
 		} else if err = s.claim(ctx, i); err == nil {
 			err = s.register(ctx, i, current)
 		}
@@ -317,7 +402,7 @@ func (s *syncer) find(ctx context.Context, current check.Result, onErr error) er
 		case err == nil:
 			return nil
 		case errors.Is(err, errHeld):
-			if i == 0 && s.lastOn < 0 {
+			if i == 0 && !s.ever {
 				// The ID is taken on this host's own agent before svcwrap
 				// ever registered: two svcwraps configured for one ID.
 				return fmt.Errorf("%w: %w", ErrIDInUse, err)
@@ -350,8 +435,8 @@ func (s *syncer) heldOn(ctx context.Context, i int, err error) {
 		return
 	}
 	s.held[i] = true
-	s.cfg.Logger.Log(ctx, LevelNotice, "consul: service ID held by another svcwrap on this agent: leaving it alone",
-		"service", s.cfg.ID, "agent", s.reg.Addr(i), "error", err)
+	s.log().Log(ctx, LevelNotice, "consul: service ID held by another svcwrap on this agent: leaving it alone",
+		"agent", s.reg.Addr(i), "error", err)
 }
 
 // claim returns an error wrapping errHeld when the service ID is held on agent
@@ -361,12 +446,12 @@ func (s *syncer) claim(ctx context.Context, i int) error {
 	if s.claimed == i {
 		return nil // prepare has just looked
 	}
-	h, err := s.reg.Holder(ctx, i, s.cfg.ID)
+	h, err := s.reg.Holder(ctx, i, s.idOn(i))
 	if err != nil {
 		return err
 	}
 	if h != nil && heldByOther(h, s.self) {
-		return fmt.Errorf("%w: service %q on agent %s is registered by %s", errHeld, s.cfg.ID, s.reg.Addr(i), h.Meta[metaInstance])
+		return fmt.Errorf("%w: service %q on agent %s is registered by %s", errHeld, s.idOn(i), s.reg.Addr(i), h.Meta[metaInstance])
 	}
 	return nil
 }
@@ -378,6 +463,7 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	s.claimed = -1 // a later registration looks again
 	s.stopSweep(i) // the sweep would remove what is registered now
 	svc := s.service
+	svc.ID = s.idOn(i)
 	svc.Status, svc.Output = current.Status.String(), current.Output
 	if i != 0 && svc.Address == "" {
 		// Left empty, the entry would take the node address of the agent
@@ -393,25 +479,42 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 		return err
 	}
 	prev := s.on
-	s.on, s.lastOn, s.lost = i, i, time.Time{}
+	s.on, s.ever, s.lost, s.doubt = i, true, time.Time{}, false
 	delete(s.held, i)
 	s.critical = time.Time{}
 	if current.Status == check.Critical {
 		s.critical = time.Now()
 	}
-	s.cfg.Logger.Info("registered", "service", s.cfg.ID, "agent", s.reg.Addr(i), "status", svc.Status)
+	event(s.log(), "registered", "agent", s.reg.Addr(i), "status", svc.Status)
 	if prev >= 0 && prev != i {
 		s.leave(prev, true)
-		s.cfg.Logger.Log(ctx, LevelNotice, "consul: moved to another agent",
-			"service", s.cfg.ID, "from", s.reg.Addr(prev), "to", s.reg.Addr(i))
+		s.log().Log(ctx, LevelNotice, "consul: moved to another agent",
+			"from", s.reg.Addr(prev), "to", s.reg.Addr(i))
 	}
-	if i != 0 && svc.Address == "" && !s.noAddress {
-		s.noAddress = true
-		s.cfg.Logger.Log(ctx, LevelNotice, "consul: registered through another agent without this host's address (the first agent never answered): the entry has that agent's node address; set --address",
-			"service", s.cfg.ID, "agent", s.reg.Addr(i))
+	if i == 0 && s.home == "" && s.reg.Agents() > 1 && s.service.Address == "" {
+		// Learned now, for a move: the first agent did not answer at start.
+		if addr, err := s.reg.NodeAddress(ctx, 0); err == nil {
+			s.home = addr
+		}
 	}
 	return nil
 }
+
+// noAddress is why svcwrap does not register through agent i: it does not
+// know this host's address (the first agent has not answered since svcwrap
+// started, and --address is not set), and the entry would carry agent i's
+// node address, another host's. Said once.
+func (s *syncer) noAddress(ctx context.Context, i int) error {
+	err := &consulclient.AgentError{Op: "register", Agent: s.reg.Addr(i), Kind: errNoAddress}
+	if !s.noAddr {
+		s.noAddr = true
+		s.log().Log(ctx, LevelNotice, "consul: not registering through another agent: this host's address is unknown until the first agent answers (set --address)",
+			"agent", s.reg.Addr(i), "first", s.reg.Addr(0))
+	}
+	return err
+}
+
+var errNoAddress = errors.New("this host's address is unknown")
 
 // reaperNear reports whether the check has been critical for half of
 // DeregisterAfter while svcwrap is alive. Consul's reaper would soon remove
@@ -501,27 +604,37 @@ func (s *syncer) sweep(ctx context.Context, i int) {
 // removeCopy deregisters the service from agent i if the entry there is this
 // svcwrap's own; an entry of another svcwrap, or none, is left as it is.
 func (s *syncer) removeCopy(ctx context.Context, i int) error {
-	h, err := s.reg.Holder(ctx, i, s.cfg.ID)
-	s.hangUp()
-	if err != nil {
-		return err
-	}
-	if h == nil || h.Meta[metaInstance] != s.self.String() {
-		return nil
-	}
-	if err := s.reg.Deregister(ctx, i, s.cfg.ID); err != nil {
+	removed, err := s.deregisterOwn(ctx, i)
+	if err != nil || !removed {
 		return err
 	}
 	s.mu.Lock()
 	sw := s.left[i]
 	s.mu.Unlock()
 	if sw != nil && !sw.moved {
-		s.cfg.Logger.Info("deregistered", "service", s.cfg.ID, "agent", s.reg.Addr(i))
+		event(s.log(), "deregistered", "agent", s.reg.Addr(i))
 		return nil
 	}
-	s.cfg.Logger.Log(ctx, LevelNotice, "consul: removed the copy left on an agent svcwrap moved away from",
-		"service", s.cfg.ID, "agent", s.reg.Addr(i))
+	s.log().Log(ctx, LevelNotice, "consul: removed the copy left on an agent svcwrap moved away from",
+		"agent", s.reg.Addr(i))
 	return nil
+}
+
+// deregisterOwn deregisters the service from agent i if the entry there is
+// this svcwrap's own, and reports whether it did.
+func (s *syncer) deregisterOwn(ctx context.Context, i int) (bool, error) {
+	h, err := s.reg.Holder(ctx, i, s.idOn(i))
+	s.hangUp()
+	if err != nil {
+		return false, err
+	}
+	if h == nil || h.Meta[metaInstance] != s.self.String() {
+		return false, nil
+	}
+	if err := s.reg.Deregister(ctx, i, s.idOn(i)); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // holdings says, once run has returned, where the registration is (-1:
@@ -546,21 +659,53 @@ type trouble struct {
 // it is known to persist: at once if retrying cannot heal it, otherwise after
 // persistAfter heartbeats. Every attempt is logged at debug level.
 func (s *syncer) failed(err error, retryIn time.Duration) {
-	log := s.cfg.Logger
+	log := s.log()
 	if s.trouble.since.IsZero() {
 		s.trouble = trouble{since: time.Now(), reported: map[string]bool{}}
 		log.Warn("consul", "error", err, "retry_in", retryIn.Round(time.Millisecond))
 	} else {
 		log.Debug("consul", "error", err, "retry_in", retryIn.Round(time.Millisecond))
 	}
-	key := err.Error()
+	key := failureKey(err)
 	lasted := time.Since(s.trouble.since)
 	if s.trouble.reported[key] || (!consulclient.Permanent(err) && lasted < persistAfter*s.cfg.Heartbeat) {
 		return
 	}
 	s.trouble.reported[key] = true
-	log.Log(context.Background(), LevelNotice, "consul: failing", "service", s.cfg.ID,
+	log.Log(context.Background(), LevelNotice, "consul: failing",
 		"for", lasted.Round(time.Millisecond), "error", err)
+	s.tell(fmt.Sprintf("Consul failing for %s: %v", lasted.Round(time.Second), err))
+}
+
+// failureKey tells one failure from another by what was asked of which agent
+// and the kind of failure, not by the text, which can change on every attempt
+// (a source port, a timing).
+func failureKey(err error) string {
+	var b strings.Builder
+	var walk func(error)
+	walk = func(e error) {
+		if ae, ok := e.(*consulclient.AgentError); ok {
+			fmt.Fprintf(&b, "%s|%s|%v;", ae.Op, ae.Agent, ae.Kind)
+			return
+		}
+		if errors.Is(e, errHeld) && !errors.As(e, new(*consulclient.AgentError)) {
+			b.WriteString("held;")
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, c := range u.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	if b.Len() == 0 {
+		return err.Error()
+	}
+	return b.String()
 }
 
 // healed notes a successful push, and says so if a failure was reported.
@@ -569,24 +714,24 @@ func (s *syncer) healed() {
 		return
 	}
 	if len(s.trouble.reported) > 0 {
-		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: works again", "service", s.cfg.ID,
+		s.log().Log(context.Background(), LevelNotice, "consul: works again",
 			"agent", s.reg.Addr(s.on), "after", time.Since(s.trouble.since).Round(time.Millisecond))
 	} else {
-		s.cfg.Logger.Warn("consul agent answers again", "agent", s.reg.Addr(s.on))
+		s.log().Warn("consul agent answers again", "agent", s.reg.Addr(s.on))
 	}
 	s.trouble = trouble{}
 }
 
 // heldByOther reports whether h is the registration of another svcwrap that is
-// still alive. On this host, the process itself is looked at; elsewhere, a
-// TTL the agent saw expire means its svcwrap is gone. A registration svcwrap
+// still alive. On this host and in this PID namespace, the process itself is
+// looked at; elsewhere, a TTL the agent saw expire means its svcwrap is gone. A registration svcwrap
 // did not make (no instance mark) is taken over, as ianitor's are.
 func heldByOther(h *consulclient.Holder, self instance) bool {
 	other, ok := parseInstance(h.Meta[metaInstance])
 	if !ok || other == self {
 		return false
 	}
-	if other.host == self.host {
+	if other.visibleFrom(self) {
 		return other.alive()
 	}
 	return !h.TTLExpired()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/svcwrap/svcwrap/check"
 	"github.com/svcwrap/svcwrap/consulclient"
+	"github.com/svcwrap/svcwrap/sdnotify"
 	"github.com/svcwrap/svcwrap/signals"
 )
 
@@ -53,6 +54,16 @@ type Process interface {
 	Release()
 }
 
+// Notifier is what the service manager hears of the service (systemd's
+// sd_notify). The syncer and the supervise loop call it, so no method may
+// block.
+type Notifier interface {
+	Ready(status string)    // the service is passing in Consul: startup is done (sent once)
+	Status(status string)   // one line of state, for `systemctl status`
+	Stopping(status string) // the stop sequence has begun
+	Watchdog()              // keep-alive: the child lives and the supervise loop runs
+}
+
 // Checker tells whether the child is ready right now.
 type Checker interface {
 	Check(ctx context.Context) check.Result
@@ -62,6 +73,7 @@ var (
 	_ Registry = (*consulclient.Client)(nil)
 	_ Process  = (*signals.Child)(nil)
 	_ Checker  = check.Port{}
+	_ Notifier = (*sdnotify.Socket)(nil)
 )
 
 // StartFunc starts the child. Config.Start replaces signals.Start in tests.
@@ -86,6 +98,9 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 		return ExitUsage, err
 	}
 	defer unlock()
+	// Every line says which service it is about, and once the child runs,
+	// which process.
+	cfg.Logger = cfg.Logger.With("service", cfg.ID)
 
 	// 2. Register and keep the check true in the background, so that Consul,
 	// slow or gone, never holds up the child or the loop below. The syncer
@@ -104,25 +119,35 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 		return startErrorCode(err), err
 	}
 	defer child.Release()
-	log.Info("started", "command", cfg.Command[0], "pid", child.Pid())
+	cfg.Logger = cfg.Logger.With("pid", child.Pid())
+	log = cfg.Logger
+	consul.setLogger(log)
+	event(log, "running", "name", cfg.Name, "command", cfg.Command[0], "agents", agentList(reg),
+		"port", cfg.Port, "checks", describeChecks(cfg), "ttl", cfg.TTL, "heartbeat", cfg.Heartbeat,
+		"deregister", cfg.Deregister.String(), "notify", cfg.notifies(), "watchdog", cfg.Watchdog)
 
-	// Without --port there is nothing to poll: the child is ready while it
-	// runs, and its end arrives as an event. The check timer stays unarmed, so
-	// an idle svcwrap wakes only for its heartbeat.
-	probe := newProbe(cfg, child.Pid())
-	consul.want(probe.check(ctx))
-	var (
-		checkTimer *time.Timer
-		checks     <-chan time.Time
-	)
-	if probe.polls() {
-		checkTimer = time.NewTimer(probe.next())
-		defer checkTimer.Stop()
-		checks = checkTimer.C
+	// The checks run in goroutines of their own and hand their results in
+	// when they change. Without --port or --check there is nothing to run:
+	// the child is ready while it runs, and its end arrives as an event.
+	checks := newHealth(cfg, child.Pid())
+	defer checks.stop()
+	if r, ok := checks.start(); ok {
+		consul.want(r)
+	}
+
+	// While the child lives, a keep-alive for the service manager every half
+	// of its watchdog timeout. It is sent from this loop, so that a loop that
+	// is stuck stops sending it, and ends with the loop.
+	var keepAlive <-chan time.Time
+	if cfg.Watchdog > 0 {
+		ticker := time.NewTicker(cfg.Watchdog / 2)
+		defer ticker.Stop()
+		keepAlive = ticker.C
+		cfg.Notify.Watchdog()
 	}
 
 	// 4. Supervise: one loop over the child's end, signals, checks and Consul.
-	st := stopper{cfg: cfg, reg: reg, sync: consul, child: child, stopSync: stopSync, owned: true}
+	st := stopper{cfg: cfg, reg: reg, sync: consul, child: child, stopSync: stopSync, owned: true, abandon: checks.abandon}
 	defer st.stopTimers()
 	ctxDone := ctx.Done()
 	for {
@@ -138,9 +163,11 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 			ctxDone = nil
 			st.begin(syscall.SIGTERM)
 
-		case <-checks:
-			consul.want(probe.check(ctx))
-			checkTimer.Reset(probe.next())
+		case rep := <-checks.results:
+			consul.want(checks.update(rep))
+
+		case <-checks.due:
+			consul.want(checks.onDue())
 
 		case err := <-consul.fatal:
 			log.Error("stopping the command", "error", err)
@@ -150,8 +177,12 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 			st.forwardStop()
 
 		case <-st.killAt:
-			log.Warn("kill timeout: killing the process group", "timeout", cfg.KillTimeout)
+			log.Error("kill timeout: killing the process group", "timeout", cfg.KillTimeout)
+			cfg.Notify.Status("stopping: kill timeout, killed the process group")
 			st.kill()
+
+		case <-keepAlive:
+			cfg.Notify.Watchdog()
 		}
 	}
 }
@@ -192,13 +223,15 @@ type stopper struct {
 	sync     *syncer
 	child    Process
 	stopSync func()
+	abandon  func() // cancels the checks under way; a stop never waits on one
 
 	owned        bool // the registration is ours to change
 	deregistered bool
-	triedDereg   bool      // deregistration is attempted once per stop
-	deadline     time.Time // end of the stop's one --consul-timeout for Consul
+	triedDereg   bool          // deregistration is attempted once per stop
+	spent        time.Duration // of the stop's one --consul-timeout for Consul
 	sweeping     bool
 	sweeps       sync.WaitGroup
+	cancelSweeps context.CancelFunc
 	requested    syscall.Signal // the stop signal forwarded on request; 0: none yet
 	failure      error          // why svcwrap stopped the child itself
 
@@ -223,15 +256,22 @@ func (s *stopper) signal(sig os.Signal) {
 	if !signals.IsStop(sig) {
 		if err := s.child.Signal(ssig); err != nil {
 			s.cfg.Logger.Warn("forward signal", "signal", signals.Name(ssig), "error", err)
+			return
 		}
+		if ssig == syscall.SIGWINCH {
+			s.cfg.Logger.Debug("forwarded signal", "signal", signals.Name(ssig)) // each resize of a terminal
+			return
+		}
+		event(s.cfg.Logger, "forwarded signal", "signal", signals.Name(ssig))
 		return
 	}
 	if s.stopping {
-		s.cfg.Logger.Warn("second stop signal: killing the process group", "signal", signals.Name(ssig))
+		event(s.cfg.Logger, "second stop signal: killing the process group", "signal", signals.Name(ssig))
+		s.cfg.Notify.Status("stopping: second stop signal, killed the process group")
 		s.kill()
 		return
 	}
-	s.cfg.Logger.Info("stopping", "signal", signals.Name(ssig))
+	event(s.cfg.Logger, "stopping", "signal", signals.Name(ssig))
 	s.begin(ssig)
 }
 
@@ -242,15 +282,19 @@ func (s *stopper) begin(received syscall.Signal) {
 		return
 	}
 	s.stopping = true
+	s.abandon()
 	s.requested = received
 	if s.cfg.StopSignal != 0 {
 		s.requested = s.cfg.StopSignal
 	}
+	s.cfg.Notify.Stopping("stopping on " + signals.Name(received) + ": turning traffic away")
 	s.turnAway()
 	if s.cfg.Drain <= 0 {
 		s.forwardStop()
 		return
 	}
+	event(s.cfg.Logger, "draining", "for", s.cfg.Drain)
+	s.cfg.Notify.Status("stopping: draining for " + s.cfg.Drain.String())
 	s.drain = time.NewTimer(s.cfg.Drain)
 	s.drained = s.drain.C
 }
@@ -272,6 +316,9 @@ func (s *stopper) forwardStop() {
 	}
 	if err := s.child.Signal(s.requested); err != nil {
 		s.cfg.Logger.Warn("forward stop signal", "signal", signals.Name(s.requested), "error", err)
+	} else {
+		event(s.cfg.Logger, "forwarded stop signal", "signal", signals.Name(s.requested), "kill_timeout", s.cfg.KillTimeout)
+		s.cfg.Notify.Status("stopping: sent " + signals.Name(s.requested) + ", waiting up to " + s.cfg.KillTimeout.String())
 	}
 	s.killDeadline = time.Now().Add(s.cfg.KillTimeout)
 	s.killer = time.NewTimer(s.cfg.KillTimeout)
@@ -305,10 +352,10 @@ func (s *stopper) stopTimers() {
 // stopped first, so that no heartbeat can bring the service back.
 func (s *stopper) turnAway() {
 	s.stopSync()
+	s.sweepLeft()
 	if !s.owned {
 		return
 	}
-	s.sweepLeft()
 	if s.cfg.Deregister == DeregisterOnExit {
 		s.deregister()
 		return
@@ -319,10 +366,10 @@ func (s *stopper) turnAway() {
 // settle leaves Consul as the policy says once the child has ended.
 func (s *stopper) settle(exit signals.Exit) {
 	s.stopSync()
+	s.sweepLeft()
 	if !s.owned || s.deregistered {
 		return
 	}
-	s.sweepLeft()
 	if s.cfg.Deregister == DeregisterOnExit || (s.cfg.Deregister == DeregisterOnSuccess && s.succeeded(exit)) {
 		s.deregister()
 		return
@@ -349,14 +396,29 @@ func (s *stopper) deregister() {
 		s.deregistered = true // registered nowhere; copies are swept
 		return
 	}
-	err := s.persist(func(ctx context.Context) error { return s.reg.Deregister(ctx, on, s.cfg.ID) })
+	var taken bool
+	err := s.persist(func(ctx context.Context) error {
+		if !s.sync.doubt {
+			return s.reg.Deregister(ctx, on, s.sync.idOn(on))
+		}
+		// The agent failed since svcwrap last looked there: the ID may be
+		// another svcwrap's by now.
+		removed, err := s.sync.deregisterOwn(ctx, on)
+		taken = err == nil && !removed
+		return err
+	})
+	if taken {
+		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: not deregistering: the service ID is another svcwrap's now", "agent", s.reg.Addr(on))
+		s.deregistered = true
+		return
+	}
 	if err != nil {
 		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: deregister failed: the entry stays, critical once its TTL lapses, until Consul's reaper removes it",
-			"service", s.cfg.ID, "agent", s.reg.Addr(on), "reaper_after", s.cfg.DeregisterAfter, "error", err)
+			"agent", s.reg.Addr(on), "reaper_after", s.cfg.DeregisterAfter, "error", err)
 		return
 	}
 	s.deregistered = true
-	s.cfg.Logger.Info("deregistered", "service", s.cfg.ID, "agent", s.reg.Addr(on))
+	event(s.cfg.Logger, "deregistered", "agent", s.reg.Addr(on))
 }
 
 // markCritical keeps the service but turns its check critical with output,
@@ -367,46 +429,52 @@ func (s *stopper) markCritical(output string) {
 		return
 	}
 	err := s.persist(func(ctx context.Context) error {
-		return s.reg.SetStatus(ctx, on, s.cfg.ID, check.Critical.String(), output)
+		return s.reg.SetStatus(ctx, on, s.sync.idOn(on), check.Critical.String(), output)
 	})
 	if err != nil {
 		s.cfg.Logger.Error("mark service critical", "agent", s.reg.Addr(on), "error", err)
+		return
 	}
+	event(s.cfg.Logger, "marked critical", "agent", s.reg.Addr(on), "output", output)
 }
 
 // sweepLeft removes, in the background, the copies left on agents svcwrap
-// moved away from, where they are still its own: one attempt each, within
-// the stop's budget (finish waits for them). An agent that does not answer
-// keeps its copy, which Consul's reaper removes once it is critical for
-// DeregisterAfter.
+// moved away from or whose registration's outcome it does not know, where
+// they are still its own: one attempt each, within what is left of the
+// stop's budget (finish waits for them; a second stop signal cancels them).
+// An agent that does not answer keeps its copy, which Consul's reaper
+// removes once it is critical for DeregisterAfter.
 func (s *stopper) sweepLeft() {
 	if s.sweeping {
 		return
 	}
 	s.sweeping = true
 	_, left := s.sync.holdings()
+	if len(left) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.remaining())
+	s.cancelSweeps = cancel
 	for _, i := range left {
 		s.sweeps.Add(1)
 		go func() {
 			defer s.sweeps.Done()
-			ctx, cancel := s.budget()
-			defer cancel()
 			if err := s.sync.removeCopy(ctx, i); err != nil {
 				s.cfg.Logger.Log(ctx, LevelNotice, "consul: could not remove the copy left on an agent svcwrap moved away from",
-					"service", s.cfg.ID, "agent", s.reg.Addr(i), "error", err)
+					"agent", s.reg.Addr(i), "error", err)
 			}
 		}()
 	}
 }
 
-// budget is the context of the Consul part of a stop: one --consul-timeout
-// from its first step, shared by every step, so that an agent that hangs
-// delays a stop by one timeout, not one per step.
-func (s *stopper) budget() (context.Context, context.CancelFunc) {
-	if s.deadline.IsZero() {
-		s.deadline = time.Now().Add(s.cfg.ConsulTimeout)
-	}
-	return context.WithDeadline(context.Background(), s.deadline)
+// remaining is what is left of the stop's one --consul-timeout for Consul.
+// The budget counts the time spent waiting on Consul, not the time since the
+// stop began, so that the steps before and after the child's stop (marking
+// critical, then deregistering under --deregister on-success) share one
+// timeout however long the child takes: an agent that hangs delays a stop by
+// one timeout, not one per step.
+func (s *stopper) remaining() time.Duration {
+	return max(s.cfg.ConsulTimeout-s.spent, 0)
 }
 
 // Backoff of persist. A host's wrappers stopped together are a herd at the
@@ -428,7 +496,9 @@ const (
 // signals as the supervise loop would; a second stop signal cancels the
 // call under way and ends the retries.
 func (s *stopper) persist(call func(ctx context.Context) error) error {
-	ctx, cancel := s.budget()
+	began := time.Now()
+	defer func() { s.spent += time.Since(began) }()
+	ctx, cancel := context.WithTimeout(context.Background(), s.remaining())
 	defer cancel()
 	wait := persistFirst
 	for {
@@ -481,6 +551,9 @@ func (s *stopper) hurry(sig os.Signal) bool {
 	}
 	s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", sig.String())
 	s.hurried = true
+	if s.cancelSweeps != nil {
+		s.cancelSweeps()
+	}
 	if s.stopping {
 		s.kill()
 	}
@@ -496,9 +569,14 @@ func jitter(d time.Duration) time.Duration {
 // finish handles the child's end: settle Consul, make sure no process of the
 // child's group outlives svcwrap, and return the exit code.
 func (s *stopper) finish(exit signals.Exit) (int, error) {
-	s.cfg.Logger.Info("command ended", "status", exit.String())
+	event(s.cfg.Logger, "command ended", "status", exit.String(), "code", exit.Code)
+	s.cfg.Notify.Stopping("command ended: " + exit.String())
+	s.abandon()
 	s.settle(exit)
 	s.sweeps.Wait() // bounded by the stop's budget
+	if s.cancelSweeps != nil {
+		s.cancelSweeps()
+	}
 	s.reapGroup()
 	s.child.Release()
 	if s.failure != nil {
