@@ -90,10 +90,11 @@ func saidOnce(t *testing.T, l *lines, word string, also ...string) {
 	}
 }
 
-// instancePID is the PID in a svcwrap_instance meta value, host/pid/start.
+// instancePID is the PID in a svcwrap_instance meta value,
+// host/pid/start/pidns.
 func instancePID(v string) int {
 	parts := strings.Split(v, "/")
-	if len(parts) != 3 {
+	if len(parts) != 4 {
 		return 0
 	}
 	pid, _ := strconv.Atoi(parts[1])
@@ -160,16 +161,29 @@ func within(t *testing.T, timeout time.Duration, cond func() (bool, string), wha
 	}
 }
 
-// agentHolds reports whether the agent has service id registered.
-func agentHolds(a *consultest.Agent, id string) (bool, error) {
+// agentHolds reports whether the agent has an instance of service
+// registered, under its own ID or a guest ID (ID@host, see README: Several
+// agents).
+func agentHolds(a *consultest.Agent, service string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	svcs, err := a.Client.Agent().ServicesWithFilterOpts("", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return false, err
 	}
-	_, ok := svcs[id]
-	return ok, nil
+	for _, svc := range svcs {
+		if svc.Service == service {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// guest is the service ID a svcwrap of this host registers under on agents
+// other than the first of its --consul list.
+func guest(id string) string {
+	host, _ := os.Hostname()
+	return id + "@" + host
 }
 
 // catalogCount is the number of instances of service in the servers' catalog.
@@ -223,10 +237,10 @@ func waitSettled(t *testing.T, a *consultest.Agent, id string) {
 }
 
 // Finding 1. A (local agent c1) and B (local agent c2) wrap the same service
-// with the same ID. When c1 dies, the ID on c2 is B's: A must leave it alone,
-// say so, and stay unregistered while its child runs on. B's entry is B's
-// alone: passing while B's child listens, critical when it does not however
-// often A would heartbeat, and still there after A's child exits.
+// with the same ID. When c1 dies, the ID on c2 is B's: A must leave it alone
+// and registers there as a guest, under another ID. B's entry is B's alone:
+// passing while B's child listens, critical when it does not however often
+// A heartbeats, and still there after A's child exits.
 func TestCluster_FailoverNeverTouchesAnotherInstance(t *testing.T) {
 	c := consultest.StartCluster(t, 3, 2)
 	c1, c2 := c.ClientAgent(0), c.ClientAgent(1)
@@ -251,12 +265,12 @@ func TestCluster_FailoverNeverTouchesAnotherInstance(t *testing.T) {
 	watch := consultest.WatchService(t, c.Server(0).Client, "web")
 	consultest.Eventually(t, wait, func() (bool, string) {
 		s := watch.Last()
-		ea, eb := s.OnNode(c1.Node), s.OnNode(c2.Node)
+		ea, eb := s.Entry(c1.Node, "web"), s.Entry(c2.Node, "web")
 		return ea != nil && eb != nil &&
 			consultest.CheckStatus(ea, checkID) == api.HealthPassing &&
 			consultest.CheckStatus(eb, checkID) == api.HealthPassing, describe(s)
 	}, "A's and B's instances of web, passing, in the catalog")
-	bEntry := watch.Last().OnNode(c2.Node)
+	bEntry := watch.Last().Entry(c2.Node, "web")
 	bInstance := bEntry.Service.Meta["svcwrap_instance"]
 	require.Equal(t, b.cmd.Process.Pid, instancePID(bInstance), "B's entry names B: %q", bInstance)
 	bCreated := bEntry.Service.CreateIndex
@@ -264,7 +278,7 @@ func TestCluster_FailoverNeverTouchesAnotherInstance(t *testing.T) {
 	// removed and registered again (which moves its CreateIndex, even if
 	// the watch saw no moment without it).
 	bIntact := func(s consultest.ServiceSnapshot) string {
-		e := s.OnNode(c2.Node)
+		e := s.Entry(c2.Node, "web")
 		switch {
 		case e == nil:
 			return "B's entry is gone"
@@ -280,7 +294,7 @@ func TestCluster_FailoverNeverTouchesAnotherInstance(t *testing.T) {
 			if fault := bIntact(s); fault != "" {
 				return fault
 			}
-			if got := consultest.CheckStatus(s.OnNode(c2.Node), checkID); got != want {
+			if got := consultest.CheckStatus(s.Entry(c2.Node, "web"), checkID); got != want {
 				return fmt.Sprintf("B's check is %s %s", got, why)
 			}
 			return ""
@@ -304,7 +318,7 @@ func TestCluster_FailoverNeverTouchesAnotherInstance(t *testing.T) {
 	var critical time.Time
 	consultest.Eventually(t, wait, func() (bool, string) {
 		for _, s := range watch.Since(closed) {
-			if e := s.OnNode(c2.Node); e != nil && consultest.CheckStatus(e, checkID) == api.HealthCritical {
+			if e := s.Entry(c2.Node, "web"); e != nil && consultest.CheckStatus(e, checkID) == api.HealthCritical {
 				critical = s.At
 				return true, ""
 			}
@@ -337,9 +351,20 @@ func TestCluster_FailoverNeverTouchesAnotherInstance(t *testing.T) {
 		assert.Equal(t, bInstance, svc.Meta["svcwrap_instance"], "B's service on c2 after A exited")
 	}
 
-	// A said, once and not once per retry, that it left the ID on c2 alone.
+	// A was on c2 meanwhile, as a guest: its own entry, A's instance, with
+	// c1's address; and it said, once, that it moved.
+	var guestSeen bool
+	for _, s := range watch.Snapshots() {
+		if e := s.Entry(c2.Node, guest("web")); e != nil {
+			guestSeen = true
+			assert.Equal(t, a.cmd.Process.Pid, instancePID(e.Service.Meta["svcwrap_instance"]), "the guest entry on c2 names A")
+			assert.Equal(t, c1.BindIP(), e.Service.Address, "the guest entry on c2 has c1's address")
+			break
+		}
+	}
+	assert.True(t, guestSeen, "A registered through c2 as %s", guest("web"))
 	a.errOut.waitEOF(t, wait)
-	saidOnce(t, a.errOut, "held", c2.HTTPAddr)
+	saidOnce(t, a.errOut, "moved", c1.HTTPAddr, c2.HTTPAddr)
 
 	b.signal(syscall.SIGTERM)
 	b.wait(wait)
@@ -362,7 +387,7 @@ func TestCluster_FailoverLeavesOneEntry(t *testing.T) {
 				c.StartAgent(t, c1Index)
 			}
 			service := "web-" + after // each run its own service: nothing left by another
-			checkID := "service:" + service
+			guestCheck := "service:" + guest(service)
 			args := append([]string{"--consul", agentList(c1, c2), "--deregister-after", after}, clusterTiming...)
 			a := start(t, nil, append(append(args, service, "--"), helperArgv("pid")...)...)
 			a.out.waitFor(t, "ready", wait)
@@ -382,11 +407,11 @@ func TestCluster_FailoverLeavesOneEntry(t *testing.T) {
 			c1.Kill(t)
 			consultest.Eventually(t, wait, func() (bool, string) {
 				s := watch.Last()
-				e := s.OnNode(c2.Node)
-				return e != nil && consultest.CheckStatus(e, checkID) == api.HealthPassing, describe(s)
+				e := s.Entry(c2.Node, guest(service))
+				return e != nil && consultest.CheckStatus(e, guestCheck) == api.HealthPassing, describe(s)
 			}, "the instance through c2, passing, after c1 died")
 			for _, s := range watch.Since(killed) {
-				if e := s.OnNode(c2.Node); e != nil {
+				if e := s.Entry(c2.Node, guest(service)); e != nil {
 					assert.Equal(t, c1.BindIP(), e.Service.Address, "the address of the entry through c2 is c1's node's, not c2's (%s)", c2.BindIP())
 					assert.Equal(t, a.cmd.Process.Pid, instancePID(e.Service.Meta["svcwrap_instance"]), "the entry through c2 names A")
 					break
@@ -403,7 +428,7 @@ func TestCluster_FailoverLeavesOneEntry(t *testing.T) {
 				return len(s.Entries) == 1, describe(s)
 			}, "exactly one instance of "+service+" once c1 is back") {
 				if fault := holdsFor(t, watch, one, tenHeartbeats, func(s consultest.ServiceSnapshot) string {
-					switch e := s.OnNode(c2.Node); {
+					switch e := s.Entry(c2.Node, guest(service)); {
 					case len(s.Entries) != 1:
 						return fmt.Sprintf("%d instances", len(s.Entries))
 					case e == nil:
@@ -454,7 +479,7 @@ func TestCluster_StopRemovesEveryCopy(t *testing.T) {
 	waitSettled(t, c1, "web")
 
 	c1.Kill(t)
-	waitSettled(t, c2, "web") // moved, and not frozen mid-registration below
+	waitSettled(t, c2, guest("web")) // moved, and not frozen mid-registration below
 
 	// Freeze svcwrap, bring c1 back with the old copy.
 	pid := a.cmd.Process.Pid

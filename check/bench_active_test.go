@@ -4,14 +4,17 @@ package check_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/shirou/gopsutil/v3/process"
 	psnet "github.com/shirou/gopsutil/v3/net"
+	"github.com/shirou/gopsutil/v3/process"
 	"github.com/stretchr/testify/require"
 
 	"github.com/svcwrap/svcwrap/check"
@@ -27,24 +30,32 @@ import (
 //	go test -run '^$' -bench BenchmarkActiveChecks -benchmem ./check/
 func BenchmarkActiveChecks(b *testing.B) {
 	srv := startChild(b, "http", "127.0.0.1:0")
-	addr := srv.readyAddr()
+	port := srv.ready()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
 	ctx := context.Background()
 	for _, c := range []struct {
 		name string
-		c    interface{ Check(context.Context) check.Result }
+		c    interface {
+			Check(context.Context) check.Result
+		}
 	}{
 		{"http", check.NewHTTP("http://"+addr+"/health", check.HTTPOptions{Timeout: 5 * time.Second})},
 		{"tcp", check.TCP{Addr: addr, Timeout: 5 * time.Second}},
 		{"script", check.Script{Command: "exit 0", Timeout: 5 * time.Second}},
-		{"listen", check.NewPort(srv.pid(), portOf(b, addr))},
+		{"listen", check.NewPort(srv.pid(), port)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
+			self, kids := cpuTime(syscall.RUSAGE_SELF), cpuTime(syscall.RUSAGE_CHILDREN)
 			for b.Loop() {
 				if r := c.c.Check(ctx); r.Status != check.Passing {
 					b.Fatalf("%+v", r)
 				}
 			}
+			// CPU of svcwrap's side (this process, every thread) and of the
+			// scripts it waited for; the server's side is not counted.
+			b.ReportMetric(float64((cpuTime(syscall.RUSAGE_SELF)-self).Microseconds())/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64((cpuTime(syscall.RUSAGE_CHILDREN)-kids).Microseconds())/float64(b.N), "script-cpu-µs/op")
 		})
 	}
 }
@@ -105,23 +116,25 @@ func BenchmarkProcessFacts(b *testing.B) {
 	})
 }
 
-func portOf(tb testing.TB, addr string) int {
-	_, p, err := net.SplitHostPort(addr)
-	require.NoError(tb, err)
-	var n int
-	for _, d := range p {
-		n = n*10 + int(d-'0')
-	}
-	return n
-}
-
-// helperHTTP serves 200 on every path at address, and prints
-// "ready ADDR".
+// helperHTTP serves 200 on every path at address, prints "ready PORT", and
+// exits when stdin closes.
 func helperHTTP(address string) error {
 	l, err := net.Listen("tcp", address)
 	if err != nil {
 		return err
 	}
-	println2("ready " + l.Addr().String())
-	return http.Serve(l, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer l.Close()
+	go func() { _ = http.Serve(l, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})) }()
+	fmt.Printf("ready %d\n", l.Addr().(*net.TCPAddr).Port)
+	return serveCommands(nil)
+}
+
+// cpuTime is the user and system CPU time of who (RUSAGE_SELF or
+// RUSAGE_CHILDREN).
+func cpuTime(who int) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(who, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -24,3 +24,8 @@ func UseChildrenScan(tb testing.TB) {
 	before := childrenByScan.Swap(true)
 	tb.Cleanup(func() { childrenByScan.Store(before) })
 }
+
+// Children lists the children of pid as the tree walk of Listening does.
+func Children(pid int) ([]int, error) {
+	return appendChildren(nil, pid, make([]byte, 32<<10))
+}

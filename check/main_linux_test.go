@@ -69,6 +69,11 @@ func runHelper(args []string) error {
 		return serveCommands(nil)
 	case "spawn":
 		return helperSpawn(args[1:])
+	case "http":
+		if len(args) != 2 {
+			return fmt.Errorf("usage: http ADDRESS")
+		}
+		return helperHTTP(args[1])
 	default:
 		return fmt.Errorf("unknown helper %q", args[0])
 	}

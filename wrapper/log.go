@@ -34,6 +34,9 @@ func describeChecks(cfg Config) []string {
 	if cfg.Port != 0 {
 		checks = append(checks, fmt.Sprintf("listening on port %d", cfg.Port))
 	}
+	for _, spec := range cfg.specs {
+		checks = append(checks, spec.String())
+	}
 	if len(checks) == 0 {
 		checks = append(checks, "command running")
 	}

@@ -44,6 +44,16 @@ func (s ServiceSnapshot) OnNode(node string) *api.ServiceEntry {
 	return nil
 }
 
+// Entry is the entry of service ID id on node, or nil.
+func (s ServiceSnapshot) Entry(node, id string) *api.ServiceEntry {
+	for _, e := range s.Entries {
+		if e.Node != nil && e.Node.Node == node && e.Service != nil && e.Service.ID == id {
+			return e
+		}
+	}
+	return nil
+}
+
 // ServiceWatch records every state of a service in the catalog that a
 // blocking query sees: each change the servers apply wakes the query, so
 // an entry that vanishes or a check that flips is recorded, not sampled
