@@ -54,7 +54,7 @@ deps:
 
 # The randomized fault soak (soak_test.go, build tag `soak`) runs alone and
 # with -v, so that its counts are printed whether it passes or not. `make
-# test` runs a short form (about 30 s here); `make soak` a long one
+# test` runs a short form (about 40 s here); `make soak` a long one
 # (SVCWRAP_SOAK_RUNS runs, default 200; SVCWRAP_SOAK_DURATION=30m starts no
 # run after 30 minutes; SVCWRAP_SOAK_AGENT=failover draws only that fault).
 # SVCWRAP_SOAK_SEED=S replays from a printed seed; with SVCWRAP_SOAK_RUNS=1,

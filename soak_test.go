@@ -380,12 +380,23 @@ func (e soakEntry) String() string { return e.where + "=" + e.status }
 
 // entries lists where id is registered: on every agent that runs, and in the
 // catalog. An agent that does not answer is reported as an error.
+// soakIDOn is the service ID svcwrap registers id under on agent i of its
+// list: its own on the first, a guest ID on the others (README: Several
+// agents).
+func soakIDOn(i int, id string) string {
+	if i == 0 {
+		return id
+	}
+	host, _ := os.Hostname()
+	return id + "@" + host
+}
+
 func (tg *soakTarget) entries(id string) (local, catalog []soakEntry, err error) {
 	for i, a := range tg.agents {
 		if !a.Running() {
 			continue
 		}
-		_, info, err := tg.clients[i].Agent().AgentHealthServiceByID(id)
+		_, info, err := tg.clients[i].Agent().AgentHealthServiceByID(soakIDOn(i, id))
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", a, err)
 		}
@@ -398,7 +409,7 @@ func (tg *soakTarget) entries(id string) (local, catalog []soakEntry, err error)
 		return nil, nil, fmt.Errorf("catalog: %w", err)
 	}
 	for _, s := range svcs {
-		if s.Service.ID == id {
+		if s.Service.ID == id || s.Service.ID == soakIDOn(1, id) {
 			catalog = append(catalog, soakEntry{"catalog " + s.Node.Node, s.Checks.AggregatedStatus()})
 		}
 	}
@@ -639,7 +650,7 @@ func (r *soakRun) wait(timeout time.Duration) string {
 func (r *soakRun) waitPassing(i int, when string) {
 	r.t.Helper()
 	ok, state := soakWithin(soakWait, func() (bool, string) {
-		_, info, err := r.tg.clients[i].Agent().AgentHealthServiceByID(r.id)
+		_, info, err := r.tg.clients[i].Agent().AgentHealthServiceByID(soakIDOn(i, r.id))
 		switch {
 		case err != nil:
 			return false, err.Error()
@@ -741,7 +752,7 @@ func (r *soakRun) checkCatalog(lapseFrom time.Time) string {
 func (r *soakRun) deregisterLeftovers() {
 	for i, a := range r.tg.agents {
 		if a.Running() && a != r.paused {
-			_ = r.tg.clients[i].Agent().ServiceDeregister(r.id)
+			_ = r.tg.clients[i].Agent().ServiceDeregister(soakIDOn(i, r.id))
 		}
 	}
 	ok, state := soakWithin(soakGone, func() (bool, string) {
@@ -832,7 +843,7 @@ func (r *soakRun) cleanup() {
 		if !a.Running() {
 			r.tg.start(r.t, i)
 		}
-		_ = r.tg.clients[i].Agent().ServiceDeregister(r.id)
+		_ = r.tg.clients[i].Agent().ServiceDeregister(soakIDOn(i, r.id))
 	}
 }
 

@@ -2,6 +2,7 @@ package wrapper
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
 
@@ -65,7 +66,7 @@ func newHealth(cfg Config, pid int) *health {
 	h := &health{cfg: cfg, pid: pid, started: time.Now(), status: -1}
 	opts := checkOptions{timeout: cfg.CheckTimeout, skipVerify: cfg.CheckTLSSkipVerify, env: cfg.Env}
 	if cfg.Port != 0 {
-		h.add("listen on port", check.NewPort(pid, cfg.Port))
+		h.add("listen on port "+strconv.Itoa(cfg.Port), check.NewPort(pid, cfg.Port))
 	}
 	for _, spec := range cfg.specs {
 		h.add(spec.String(), opts.checker(spec))
