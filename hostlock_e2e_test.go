@@ -68,7 +68,7 @@ func TestHostLock_SimultaneousStarts(t *testing.T) {
 			svc, _, err := agent.Client.Agent().Service(id, nil)
 			require.NoError(t, err)
 			instance := strings.Split(svc.Meta["svcwrap_instance"], "/")
-			require.Len(t, instance, 3, "meta %v", svc.Meta)
+			require.Len(t, instance, 4, "host/pid/start/pidns: meta %v", svc.Meta)
 			assert.Equal(t, host, instance[0])
 			assert.Equal(t, strconv.Itoa(winner.cmd.Process.Pid), instance[1], "the entry is the winner's")
 			select {
