@@ -274,6 +274,7 @@ func TestConsulAgent_DefaultPort(t *testing.T) {
 		env  []string
 	}{
 		{"consul-agent-flag", []string{"--consul-agent", host}, nil},
+		{"consul-flag", []string{"--consul", host}, nil},
 		{"http-url", []string{"--consul", "http://" + host + "/"}, nil},
 		{"consul-http-addr", nil, []string{"CONSUL_HTTP_ADDR=" + host}},
 	} {

@@ -23,7 +23,8 @@ import (
 
 // helperHealth serves GET /health on 127.0.0.1:args[0] with the status code
 // written in the file args[1], read at each request; "503 once" serves one
-// 503 and then 200. It prints "served CODE" per request.
+// 503 and then 200; "503 then hang" one 503, and then leaves every request
+// unanswered ("hanging"). It prints "served CODE" per request answered.
 func helperHealth(args []string) int {
 	l, err := net.Listen("tcp", "127.0.0.1:"+args[0])
 	if err != nil {
@@ -34,9 +35,17 @@ func helperHealth(args []string) int {
 	err = http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := os.ReadFile(args[1])
 		word := strings.TrimSpace(string(b))
-		if word == "503 once" {
+		switch word {
+		case "503 once":
 			_ = os.WriteFile(args[1], []byte("200"), 0o644)
 			word = "503"
+		case "503 then hang":
+			_ = os.WriteFile(args[1], []byte("hang"), 0o644)
+			word = "503"
+		case "hang":
+			fmt.Println("hanging")
+			<-r.Context().Done()
+			return
 		}
 		code, err := strconv.Atoi(word)
 		if err != nil {
@@ -138,9 +147,10 @@ func TestCheckScript_Hangs(t *testing.T) {
 		pids := filepath.Join(t.TempDir(), "pids")
 		script := fmt.Sprintf("echo $$ >> %s; sleep 1000 & echo $! >> %s; wait", pids, pids)
 		w := start(t, agent, "--check", "script:"+script, "--check-timeout", "300ms", "--id", "hang-timeout", "hang", "--", "sleep", "1000")
-		waitCheck(t, agent, "hang-timeout", api.HealthCritical, "script timed out after 300ms")
+		// Critical from the start, the output kept from the first result.
+		waitCheck(t, agent, "hang-timeout", api.HealthCritical, "not passing yet")
 		first := readPIDs(t, pids, 2)[:2]
-		waitAllGone(t, first...)
+		waitAllGone(t, first...) // killed at the timeout, svcwrap running on
 		w.signal(syscall.SIGTERM)
 		w.wait(wait)
 	})
@@ -318,4 +328,80 @@ func TestCheck_FromEnvironment(t *testing.T) {
 	waitCheck(t, agent, "envchecks", api.HealthCritical, "connect "+l.Addr().String()+": connection refused")
 	w.signal(syscall.SIGTERM)
 	w.wait(wait)
+}
+
+// The status follows the code at the first run after the switch, never
+// later: the child answers one 503 and no request after it, so a status
+// decided by a later run would read "timeout", not 503.
+func TestCheckHTTP_StatusAtFirstRunAfterSwitch(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/health", port)
+	child, set := healthChild(t, port, "200")
+	w := start(t, agent, append([]string{"--check", "http:" + url, "--check-interval", "100ms", "--check-timeout", "1h", "first", "--"}, child...)...)
+	waitCheck(t, agent, "first", api.HealthPassing, "GET "+url+": 200")
+	set("503 then hang")
+	waitCheck(t, agent, "first", api.HealthCritical, "GET "+url+": 503")
+	assert.Equal(t, 1, w.out.count("served 503"), "one request answered 503")
+	w.signal(syscall.SIGTERM)
+	w.wait(wait)
+}
+
+// The password of an http check's URL reaches neither the agent's check
+// output (the placeholder before the first run included) nor stderr at -vvv.
+func TestCheck_PasswordNotShown(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	port := freePort(t)
+	url := fmt.Sprintf("http://admin:s3cret@127.0.0.1:%d/health", port)
+	child, set := healthChild(t, port, "hang")
+	w := start(t, agent, append([]string{"--check", url, "--check-timeout", "1h", "-vvv", "secret", "--"}, child...)...)
+	out := waitCheck(t, agent, "secret", api.HealthCritical, "admin:xxxxx@") // the placeholder, or the first run's reason
+	assert.NotContains(t, out, "s3cret")
+	set("200")
+	w.signal(syscall.SIGTERM)
+	w.wait(wait)
+	assert.NotContains(t, w.errOut.String(), "s3cret")
+	assert.Contains(t, w.errOut.String(), "admin:xxxxx@", "the start line names the check")
+}
+
+// While the status stays, so does the output: a script's reason changing
+// under critical, then under warning, writes nothing to the catalog for
+// three runs with the new reason.
+func TestCheck_OutputStableUnderStatus(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	dir := t.TempDir()
+	file, runs := filepath.Join(dir, "state"), filepath.Join(dir, "runs")
+	set := func(s string) { require.NoError(t, os.WriteFile(file, []byte(s+"\n"), 0o644)) }
+	countRuns := func() int { b, _ := os.ReadFile(runs); return strings.Count(string(b), "\n") }
+	set("2 first")
+	script := fmt.Sprintf(`read c why < %s; echo "$why"; echo run >> %s; exit $c`, file, runs)
+	w := start(t, agent, "--check", "script:"+script, "--check-interval", "50ms", "--ttl", "30s", "stable", "--", "sleep", "1000")
+	for _, tc := range []struct{ status, code string }{{api.HealthCritical, "2"}, {api.HealthWarning, "1"}} {
+		set(tc.code + " first")
+		out := waitCheck(t, agent, "stable", tc.status, "script exited "+tc.code+": first")
+		before := checkIndex(t, agent, "stable", tc.status)
+		set(tc.code + " second")
+		n := countRuns()
+		consultest.Eventually(t, wait, func() (bool, string) {
+			return countRuns() >= n+3, strconv.Itoa(countRuns() - n)
+		}, "three runs with the new reason")
+		_, after := checkStatus(t, agent.Client, "stable")
+		assert.Equal(t, out, after, tc.status)
+		assert.Equal(t, before, checkIndex(t, agent, "stable", tc.status), tc.status)
+	}
+	w.signal(syscall.SIGTERM)
+	w.wait(wait)
+}
+
+// svcwrap killed by SIGKILL leaves no process of a hanging script: its
+// keeper hears of the death and kills the script's group.
+func TestCheckScript_NothingLeftAfterSIGKILL(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	pids := filepath.Join(t.TempDir(), "pids")
+	script := fmt.Sprintf("echo $$ >> %s; sleep 1000 & echo $! >> %s; wait", pids, pids)
+	w := start(t, agent, "--check", "script:"+script, "--check-timeout", "1h", "killed", "--", "sleep", "1000")
+	running := readPIDs(t, pids, 2)
+	w.signal(syscall.SIGKILL)
+	w.wait(wait)
+	waitAllGone(t, running...)
 }

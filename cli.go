@@ -9,10 +9,8 @@ import (
 	"math"
 	"os"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -20,7 +18,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/svcwrap/svcwrap/check"
 	"github.com/svcwrap/svcwrap/consulclient"
 	"github.com/svcwrap/svcwrap/sdnotify"
 	"github.com/svcwrap/svcwrap/signals"
@@ -75,15 +72,6 @@ const (
 	minConsulTimeout = 100 * time.Millisecond
 )
 
-// tokenEnv are the variables that hand an ACL token on; the command gets them
-// only with --pass-token.
-var tokenEnv = []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "SVCWRAP_TOKEN_FILE"}
-
-// notifyEnv are systemd's notify variables, never passed on: svcwrap is the
-// one that tells systemd, and a command that read them would say READY=1
-// before Consul has the service (or, with NotifyAccess=main, be ignored).
-var notifyEnv = []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
-
 // options are the command line's values before they become a wrapper.Config.
 type options struct {
 	consul        []string
@@ -137,15 +125,22 @@ func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan 
 	cfg.Signals = sigs
 	// Libraries that write to the standard logger (net/http prints
 	// "Unsolicited response received on idle HTTP channel" when an agent
-	// refuses a pooled connection) go through svcwrap's logger too, at info
-	// level, instead of around -v.
-	slog.SetDefault(cfg.Logger)
+	// refuses a pooled connection) go through the lifecycle's logger too, at
+	// info level, instead of around -v; so does the notify socket's failure
+	// (see notifier). Run hands that logger over each time it adds the
+	// service ID or the child's pid, and so does run's own last line.
+	log := cfg.Logger
+	cfg.OnLogger = func(l *slog.Logger) {
+		log = l
+		slog.SetDefault(l)
+	}
+	slog.SetDefault(log)
 	if n, ok := cfg.Notify.(*sdnotify.Socket); ok {
 		defer n.Close() // STOPPING=1, queued as svcwrap ends, goes out
 	}
 	client, err := consulclient.New(ccfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "svcwrap: %s\n", oneLine(err.Error()))
+		errorLine(stderr, log, err.Error())
 		return wrapper.ExitUsage
 	}
 	code, err := wrapper.Run(context.Background(), cfg, client)
@@ -153,10 +148,10 @@ func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan 
 	case err == nil:
 		return code
 	case errors.Is(err, wrapper.ErrUsage):
-		fmt.Fprintf(stderr, "svcwrap: %s\n", oneLine(strings.TrimPrefix(err.Error(), "usage: ")))
+		errorLine(stderr, log, strings.TrimPrefix(err.Error(), "usage: "))
 		return wrapper.ExitUsage
 	default:
-		fmt.Fprintf(stderr, "svcwrap: %s\n", oneLine(err.Error()))
+		errorLine(stderr, log, err.Error())
 		if code == 0 {
 			code = 1
 		}
@@ -348,14 +343,13 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 	}{
 		{"ttl", time.Duration(o.ttl), minTTL},
 		{"heartbeat", time.Duration(o.heartbeat), minHeartbeat},
-		{"check-interval", time.Duration(o.checkInterval), minCheckInterval},
-		{"interval", time.Duration(o.checkInterval), minCheckInterval},
+		{"check-interval", time.Duration(o.checkInterval), minCheckInterval}, // or its alias --interval
 		{"check-timeout", time.Duration(o.checkTimeout), minCheckInterval},
 		{"consul-timeout", o.consulTimeout, minConsulTimeout},
 		{"kill-timeout", time.Duration(o.killTimeout), 0},
 	}
 	for _, t := range timings {
-		if !fs.Changed(t.name) {
+		if !fs.Changed(t.name) && (t.name != "check-interval" || !fs.Changed("interval")) {
 			continue // the defaults are above the floors; the heartbeat's is ttl/3
 		}
 		if t.d <= 0 {
@@ -468,147 +462,6 @@ func agentAddrs(fs *pflag.FlagSet, flags []string, environ []string) ([]string, 
 		addrs[i] = n
 	}
 	return addrs, nil
-}
-
-// notifier is what tells systemd of the service, with its watchdog timeout:
-// nil unless NOTIFY_SOCKET is set or --notify asks. A failure to send is
-// said once, at NOTICE (a unit that never hears READY=1 fails its start),
-// through the default logger, which run sets to svcwrap's.
-func notifier(fs *pflag.FlagSet, want bool, environ []string) (wrapper.Notifier, time.Duration, error) {
-	on := getenv(environ, "NOTIFY_SOCKET") != ""
-	if fs.Changed("notify") {
-		if want && !on {
-			return nil, 0, errors.New("--notify: NOTIFY_SOCKET is not set (systemd sets it for Type=notify units)")
-		}
-		on = want
-	}
-	if !on {
-		return nil, 0, nil
-	}
-	watchdog, err := sdnotify.WatchdogInterval()
-	if err != nil {
-		return nil, 0, fmt.Errorf("WATCHDOG_USEC: %w", err)
-	}
-	var once sync.Once
-	return sdnotify.New(func(err error) {
-		once.Do(func() {
-			slog.Default().Log(context.Background(), wrapper.LevelNotice, "systemd notify: cannot send", "error", err)
-		})
-	}), watchdog, nil
-}
-
-// childEnv is the command's environment: svcwrap's, without systemd's notify
-// variables, and without the variables that hand on the ACL token unless
-// pass is set. Never nil, which would mean
-// svcwrap's own environment to wrapper.
-func childEnv(environ []string, pass bool) []string {
-	env := make([]string, 0, len(environ))
-	for _, kv := range environ {
-		k, _, _ := strings.Cut(kv, "=")
-		if slices.Contains(notifyEnv, k) || (!pass && slices.Contains(tokenEnv, k)) {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// getenv is os.Getenv over environ: the last of several entries wins.
-func getenv(environ []string, key string) string {
-	v := ""
-	for _, kv := range environ {
-		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
-			v = val
-		}
-	}
-	return v
-}
-
-// splitList flattens "a,b" entries and drops empty ones.
-func splitList(in []string) []string {
-	var out []string
-	for _, s := range in {
-		for _, part := range strings.Split(s, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				out = append(out, part)
-			}
-		}
-	}
-	return out
-}
-
-// applyEnv sets each flag not given on the command line from SVCWRAP_<FLAG>.
-// List flags take a comma-separated list.
-func applyEnv(fs *pflag.FlagSet, environ []string) error {
-	env := map[string]string{}
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "SVCWRAP_") {
-			env[k] = v
-		}
-	}
-	// An alias shares its flag's value: either given on the command line,
-	// the environment sets neither.
-	given := map[pflag.Value]bool{}
-	fs.Visit(func(f *pflag.Flag) { given[f.Value] = true })
-	var err error
-	fs.VisitAll(func(f *pflag.Flag) {
-		name := "SVCWRAP_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		v, ok := env[name]
-		if !ok || f.Changed || given[f.Value] || err != nil || f.Name == "help" || f.Name == "version" || f.Name == "completion" {
-			return
-		}
-		values := []string{v}
-		switch {
-		case f.Name == "check":
-			values = check.SplitSpecs(v) // a comma may belong to a URL or a command
-		case f.Value.Type() == "stringArray":
-			values = splitList([]string{v})
-		}
-		for _, value := range values {
-			if e := fs.Set(f.Name, value); e != nil {
-				err = fmt.Errorf("%s=%q: %w", name, v, e)
-				return
-			}
-		}
-	})
-	return err
-}
-
-// newLogger logs to stderr at ianitor's levels, -v errors, -vv warnings,
-// -vvv everything, and below them wrapper.LevelNotice, shown as NOTICE, which
-// is all that the default verbosity shows. -v adds wrapper.LevelEvent, shown
-// as EVENT: what svcwrap does, a few lines a run.
-func newLogger(w io.Writer, verbose int, format string) *slog.Logger {
-	var level slog.Level
-	switch verbose {
-	case 0:
-		level = wrapper.LevelNotice
-	case 1:
-		level = slog.LevelError
-	case 2:
-		level = slog.LevelWarn
-	default:
-		level = slog.LevelDebug
-	}
-	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: renderNotice}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// renderNotice names wrapper.LevelNotice NOTICE and wrapper.LevelEvent
-// EVENT, which slog would print as ERROR+2 and ERROR+1.
-func renderNotice(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) == 0 && a.Key == slog.LevelKey {
-		switch l, _ := a.Value.Any().(slog.Level); l {
-		case wrapper.LevelNotice:
-			a.Value = slog.StringValue("NOTICE")
-		case wrapper.LevelEvent:
-			a.Value = slog.StringValue("EVENT")
-		}
-	}
-	return a
 }
 
 // seconds is a duration flag that also takes plain seconds, as ianitor's

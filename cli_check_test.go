@@ -47,3 +47,14 @@ func TestParse_CheckFlags(t *testing.T) {
 	cfg = parseOK([]string{"--check", "tcp:127.0.0.1:2"}, "SVCWRAP_CHECK=tcp:127.0.0.1:1")
 	assert.Equal(t, []string{"tcp:127.0.0.1:2"}, cfg.Checks, "the command line wins")
 }
+
+// The floor of --check-interval holds under either of its names, checked
+// once, by the name given.
+func TestParse_IntervalFloor(t *testing.T) {
+	for _, name := range []string{"--check-interval", "--interval"} {
+		_, _, err := parse([]string{name, "1ns", "web", "--", "web"}, nil, io.Discard, io.Discard)
+		if assert.Error(t, err, name) {
+			assert.Contains(t, err.Error(), "below the minimum", name)
+		}
+	}
+}

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // version is stamped by the Makefile with -ldflags "-X main.version=..." (git
@@ -99,10 +99,9 @@ func addCompletion(cmd *cobra.Command) {
 // "help" or "__complete" for its own command of that name. It handles
 // --help, --version and --completion, and otherwise runs cmd.RunE.
 //
-// Without a -- on the line, flags are read only up to the first word that is
-// not one, the service name: what follows is the command's, and its flags
-// (`svcwrap web nc -l 9999`) are not svcwrap's, so the error is the missing
-// --, not an unknown flag.
+// Flags are read only up to where the command begins (see commandStart):
+// a command's own flags (`svcwrap web nc -l 9999`) are not svcwrap's, so
+// the error is the missing --, not an unknown flag.
 func execute(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 && (args[0] == completeRequest || args[0] == completeNoDescRequest) {
 		cmd.SetArgs(append([]string{strings.TrimPrefix(args[0], "/")}, args[1:]...))
@@ -111,8 +110,13 @@ func execute(cmd *cobra.Command, args []string) error {
 	cmd.InitDefaultHelpFlag()
 	cmd.InitDefaultVersionFlag()
 	fs := cmd.Flags()
-	if !slices.Contains(args, "--") {
-		fs.SetInterspersed(false)
+	at, err := commandStart(fs, args)
+	if err != nil {
+		return err
+	}
+	var command []string
+	if at >= 0 {
+		args, command = args[:at], args[at:]
 	}
 	if err := cmd.ParseFlags(args); err != nil {
 		return err
@@ -128,7 +132,73 @@ func execute(cmd *cobra.Command, args []string) error {
 		shell, _ := fs.GetString("completion")
 		return completionScript(cmd, shell, cmd.OutOrStdout())
 	}
-	return cmd.RunE(cmd, fs.Args())
+	return cmd.RunE(cmd, append(fs.Args(), command...))
+}
+
+// commandStart is the index of the word where the command begins when the
+// -- before it is missing, else -1. Flags may come before and after SERVICE,
+// as ianitor's argparse allowed; after SERVICE, a word that is neither a
+// flag, nor the value of a flag that takes one, nor -- is the command's
+// first word. Words are read as pflag reads them, and fs says which flags
+// take a value: those without a NoOptDefVal (bools and -v have one). So a
+// command's own -- (`svcwrap web rsync -a -- src dst`) is the command's.
+//
+// A word before the first --, where SERVICE belongs, that begins with "-"
+// and is no flag of svcwrap's is refused: a service name cannot begin with
+// "-" (it would read as a flag).
+func commandStart(fs *pflag.FlagSet, args []string) (int, error) {
+	service := false
+	unknown := -1 // the last word that looked like a flag svcwrap lacks
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			if !service && unknown == i-1 && unknown >= 0 {
+				return -1, fmt.Errorf("%s before --: not a flag of svcwrap's, and a service name cannot begin with \"-\"", args[unknown])
+			}
+			return -1, nil
+		case strings.HasPrefix(a, "--"):
+			name, _, inline := strings.Cut(a[2:], "=")
+			f := fs.Lookup(name)
+			switch {
+			case f == nil:
+				unknown = i
+			case !inline && f.NoOptDefVal == "":
+				i++ // its value, whatever it looks like
+			}
+		case len(a) > 1 && a[0] == '-':
+			n, known := shorthandValue(fs, a[1:])
+			if !known {
+				unknown = i
+			}
+			i += n
+		case service:
+			return i, nil
+		default:
+			service = true
+		}
+	}
+	return -1, nil
+}
+
+// shorthandValue reads a word of shorthands (-vv, -p80, -p 80) as pflag
+// does: n is 1 when the next word is the last shorthand's value. known is
+// false for a shorthand svcwrap lacks, which pflag reports.
+func shorthandValue(fs *pflag.FlagSet, shorthands string) (n int, known bool) {
+	for j := 0; j < len(shorthands); j++ {
+		f := fs.ShorthandLookup(shorthands[j : j+1])
+		switch {
+		case f == nil:
+			return 0, false
+		case f.NoOptDefVal != "":
+			continue
+		case j+1 < len(shorthands):
+			return 0, true // -p80, -p=80: the value is in the word
+		default:
+			return 1, true
+		}
+	}
+	return 0, true
 }
 
 // completionScript writes cobra's completion script for shell, its request

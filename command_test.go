@@ -105,6 +105,9 @@ func TestMissingDash(t *testing.T) {
 		"never-started":   {append([]string{"web"}, argv...), "missing -- between the service name and the command"},
 		"service-only":    {[]string{"web"}, "missing -- and the command after the service name"},
 		"help-after-name": {[]string{"web", "ls", "--help"}, "want svcwrap [flags] web -- ls --help"},
+		"rsync-own-dash":  {[]string{"web", "rsync", "-a", "--", "src", "dst"}, "want svcwrap [flags] web -- rsync -a -- src dst"},
+		"sh-own-dash":     {[]string{"web", "sh", "-c", "exec sleep 9", "--", "x"}, "want svcwrap [flags] web -- sh -c exec sleep 9 -- x"},
+		"flags-after":     {[]string{"web", "--ttl", "5", "nc", "-l", "--", "9999"}, "want svcwrap [flags] web -- nc -l -- 9999"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, stderr := runOnce(t, append([]string{"--consul", "127.0.0.1:1"}, c.args...)...)
@@ -121,6 +124,12 @@ func TestMissingDash(t *testing.T) {
 	code, stderr := runOnce(t, "--prot", "80", "web", "nc", "-l", "80")
 	assert.Equal(t, 2, code)
 	assert.Equal(t, "svcwrap: unknown flag: --prot\n", stderr)
+
+	// A service name cannot begin with "-": it reads as a flag, and is
+	// refused as one in a line that says so.
+	code, stderr = runOnce(t, "--consul", "127.0.0.1:1", "-web", "--", "true")
+	assert.Equal(t, 2, code)
+	assert.Equal(t, "svcwrap: -web before --: not a flag of svcwrap's, and a service name cannot begin with \"-\"\n", stderr)
 }
 
 // --completion SHELL prints cobra's script, its one completion request
@@ -175,4 +184,56 @@ __start_svcwrap 2>/dev/null; printf '%s\n' "${COMPREPLY[@]}"`
 		assert.Equal(t, "auto\nalways\nnever\n", complete("--reap", ""))
 		assert.Equal(t, "json\n", complete("--log-format", "j"))
 	})
+}
+
+// Where the command begins, for every shape of line: flags before and after
+// SERVICE are svcwrap's (ianitor's argparse took both); after SERVICE, the
+// first word that is neither a flag, nor a flag's value, nor -- is the
+// command's, so the -- is missing, and a -- further on is the command's own.
+func TestParse_WhereTheCommandBegins(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		args    []string
+		command []string // the command run; nil: refused
+		hint    string   // in the refusal
+	}{
+		{"dash", []string{"web", "--", "nc", "-l", "9999"}, []string{"nc", "-l", "9999"}, ""},
+		{"flags-before", []string{"--port", "80", "-vv", "web", "--", "nginx"}, []string{"nginx"}, ""},
+		{"flags-after-name", []string{"web", "--ttl", "5", "--tags", "x", "--", "true"}, []string{"true"}, ""},
+		{"equals-after-name", []string{"web", "--ttl=5", "-v", "--", "true"}, []string{"true"}, ""},
+		{"bool-after-name", []string{"web", "--keep-child", "--", "true"}, []string{"true"}, ""},
+		{"bool-false-after-name", []string{"web", "--keep-child=false", "--", "true"}, []string{"true"}, ""},
+		{"count-after-name", []string{"web", "-vvv", "--", "true"}, []string{"true"}, ""},
+		{"value-looks-like-a-name", []string{"--id", "web-1", "web", "--", "true"}, []string{"true"}, ""},
+		{"command-has-its-own-dash", []string{"web", "--", "rsync", "-a", "--", "src", "dst"}, []string{"rsync", "-a", "--", "src", "dst"}, ""},
+
+		{"no-dash", []string{"web", "nc", "-l", "9999"}, nil, "want svcwrap [flags] web -- nc -l 9999"},
+		{"rsync-own-dash", []string{"web", "rsync", "-a", "--", "src", "dst"}, nil, "want svcwrap [flags] web -- rsync -a -- src dst"},
+		{"sh-own-dash", []string{"web", "sh", "-c", "echo $1", "--", "x"}, nil, "want svcwrap [flags] web -- sh -c echo $1 -- x"},
+		{"flags-then-command-own-dash", []string{"-v", "web", "--ttl", "5", "grep", "-e", "x", "--", "file"}, nil, "want svcwrap [flags] web -- grep -e x -- file"},
+		{"bool-then-command", []string{"web", "--keep-child", "cat", "-n"}, nil, "want svcwrap [flags] web -- cat -n"},
+		{"command-flag-like-ours", []string{"web", "web", "--port", "8080", "--", "-v"}, nil, "want svcwrap [flags] web -- web --port 8080 -- -v"},
+		{"two-words-then-dash", []string{"web", "extra", "--", "true"}, nil, "want svcwrap [flags] web -- extra -- true"},
+		{"command-without-flags", []string{"web", "true"}, nil, "want svcwrap [flags] web -- true"},
+
+		{"service-only", []string{"web"}, nil, "missing -- and the command after the service name"},
+		{"dash-first", []string{"--", "true"}, nil, "missing service name before --"},
+		{"dash-service", []string{"-web", "--", "true"}, nil, `-web before --: not a flag of svcwrap's, and a service name cannot begin with "-"`},
+		{"dash-dash-service", []string{"--web", "--", "true"}, nil, `--web before --: not a flag of svcwrap's, and a service name cannot begin with "-"`},
+		{"unknown-flag-before-name", []string{"--prot", "80", "web", "nc"}, nil, "unknown flag: --prot"},
+		{"unknown-flag-after-name", []string{"web", "--prot", "80", "--", "nc"}, nil, "unknown flag: --prot"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, _, err := parseArgs(t, nil, append([]string{"--consul", "127.0.0.1:1"}, c.args...)...)
+			if c.command != nil {
+				require.NoError(t, err)
+				assert.Equal(t, c.command, cfg.Command)
+				assert.Equal(t, "web", cfg.Name)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.hint)
+			assert.NotContains(t, err.Error(), "shorthand")
+		})
+	}
 }

@@ -53,6 +53,9 @@ func TestIanitorCommandLines(t *testing.T) {
 		},
 		// --ttl and --heartbeat are floats of seconds; -v counts when repeated.
 		{name: "float-seconds", line: []string{"--ttl", "2.5", "--heartbeat", "0.5", "-v", "-v", "float", "--"}, cmd: sleep, id: "float"},
+		// The fork's (mruwnik/ianitor) checks: --check TYPE:COMMAND and
+		// --interval SECONDS; the service passes once the script does.
+		{name: "fork-check-interval", line: []string{"--check", "script:exit 0", "--interval", "0.5", "--ttl", "10", "fork", "--"}, cmd: sleep, id: "fork"},
 		// argparse takes flags after the service name too.
 		{name: "flags-after-name", line: []string{"late", "--ttl", "5", "--tags", "x", "--"}, cmd: sleep, id: "late",
 			svc: api.AgentService{Tags: []string{"x"}}},

@@ -126,7 +126,7 @@ func TestScript_ExitCodes(t *testing.T) {
 		{"echo '  '; echo 'load high' >&2; exit 1", check.Result{Status: check.Warning, Output: "script exited 1: load high"}},
 		{"printf 'disk 97%% full\\nmore\\n'; exit 2", check.Result{Status: check.Critical, Output: "script exited 2: disk 97% full"}},
 		{"exit 3", check.Result{Status: check.Critical, Output: "script exited 3"}},
-		{"kill -9 $$", check.Result{Status: check.Critical, Output: "script killed by a signal"}},
+		{"kill -9 $$", check.Result{Status: check.Critical, Output: "script exited 137"}}, // the shell's 128+N
 		{"no-such-command-xyz", check.Result{Status: check.Critical, Output: "script exited 127: /bin/sh: 1: no-such-command-xyz: not found"}},
 	} {
 		t.Run(tc.cmd, func(t *testing.T) {

@@ -34,8 +34,9 @@ const maxScriptLine = 200
 
 // drainAfterExit is how long the output is still read once the script and
 // its group are gone: only a process that left the group (setsid) can keep
-// the pipe open that long, and it is not waited for.
-const drainAfterExit = 100 * time.Millisecond
+// the pipe open that long, and it is not waited for. A variable for the
+// tests.
+var drainAfterExit = 100 * time.Millisecond
 
 // Check runs the command once. Its output is "script exited N" followed by
 // ": LINE", the first line the script wrote (at most 200 bytes, unprintable
@@ -57,7 +58,8 @@ func (s Script) Check(ctx context.Context) Result {
 
 	// An *os.File as stdout and stderr: exec copies nothing, so Wait returns
 	// when the shell ends, whoever else holds the pipe.
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", s.Command)
+	argv := scriptArgv(s.Command)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.Env = s.Env
 	cmd.SysProcAttr = scriptProcAttr()
@@ -72,14 +74,18 @@ func (s Script) Check(ctx context.Context) Result {
 	go func() { out <- readPrefix(r, 4<<10) }()
 
 	err = cmd.Wait()
+	// Whether the run was cut short is decided now: the drain below may
+	// take up to drainAfterExit, and a script that exited in time is not
+	// "timed out" because it left a process holding its pipe.
+	ended := ctx.Err()
 	_ = killGroup(cmd.Process.Pid) // what the script left behind
 	_ = r.SetReadDeadline(time.Now().Add(drainAfterExit))
 	line := firstLine(<-out)
 
 	switch {
-	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ended, context.DeadlineExceeded):
 		return Result{Status: Critical, Output: "script timed out after " + s.Timeout.String()}
-	case ctx.Err() != nil:
+	case ended != nil:
 		return Result{Status: Critical, Output: "script cancelled"}
 	}
 	code := 0

@@ -1,14 +1,11 @@
-//go:build !linux
+//go:build unix && !linux
 
 package check
 
 import "syscall"
 
-func scriptProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
+// scriptArgv is the argv that runs command. Without a parent-death signal,
+// a script svcwrap leaves by dying (SIGKILL) runs to its end.
+func scriptArgv(command string) []string { return []string{"/bin/sh", "-c", command} }
 
-func killGroup(pgid int) error {
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-		return err
-	}
-	return nil
-}
+func scriptProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }

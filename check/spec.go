@@ -27,8 +27,37 @@ type Spec struct {
 	Target string
 }
 
-// String is the spec as ParseSpec reads it.
-func (s Spec) String() string { return string(s.Kind) + ":" + s.Target }
+// String is the spec as ParseSpec reads it, with the password of an http
+// check's URL replaced by "xxxxx" (url.URL.Redacted): it is what svcwrap
+// shows of a spec, in a check's output, a log line or an error. Target
+// keeps the password, for the request.
+func (s Spec) String() string { return string(s.Kind) + ":" + Redact(s.Target) }
+
+// Redact replaces the password in what may be a URL with "xxxxx", as
+// url.URL.Redacted does, also where the rest of it is not a valid URL (an
+// error names what the user wrote): the password is what follows the first
+// colon of the user information, between "://" and the last "@" before the
+// path. Anything else is returned as it is.
+func Redact(s string) string {
+	_, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return s
+	}
+	colon := strings.Index(authority[:at], ":")
+	if colon < 0 {
+		return s
+	}
+	start := len(s) - len(rest) + colon + 1
+	return s[:start] + "xxxxx" + s[len(s)-len(rest)+at:]
+}
 
 // ErrSpec marks a check spec that ParseSpec cannot read.
 var ErrSpec = errors.New("want http:URL, tcp:HOST:PORT or script:COMMAND")
@@ -42,6 +71,7 @@ func ParseSpec(s string) (Spec, error) {
 		s = "http:" + s
 	}
 	kind, target, ok := strings.Cut(s, ":")
+	s = Redact(s) // for the errors below
 	if !ok {
 		return Spec{}, fmt.Errorf("check %q: %w", s, ErrSpec)
 	}
@@ -50,6 +80,7 @@ func ParseSpec(s string) (Spec, error) {
 	case KindHTTP:
 		if !strings.Contains(target, "://") {
 			spec.Target = "http://" + target
+			s = "http:" + strings.TrimPrefix(Redact(spec.Target), "http://")
 		}
 		u, err := url.Parse(spec.Target)
 		if err != nil {

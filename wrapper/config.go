@@ -119,6 +119,7 @@ type Config struct {
 	// FailuresBeforeCritical and SuccessBeforePassing. Zero: one.
 	FailAfter, PassAfter int
 	specs                []check.Spec // Checks, parsed by withDefaults
+	checkers             []Checker    // run after those of Checks; the tests' fakes
 	// DeregisterAfter is the check's DeregisterCriticalServiceAfter: how long
 	// Consul keeps a service whose check stays critical, which is what cleans
 	// up after a svcwrap killed by SIGKILL. Consul's minimum is one minute.
@@ -164,6 +165,11 @@ type Config struct {
 	Signals <-chan os.Signal
 	// Logger receives svcwrap's own log. Nil: nothing is logged.
 	Logger *slog.Logger
+	// OnLogger, if not nil, is handed Logger each time Run adds to it what
+	// every line carries (the service ID, then the child's pid), so that
+	// what logs from outside Run (the standard library's log, the notify
+	// socket's failure) can carry it too. Nil: nobody is told.
+	OnLogger func(*slog.Logger)
 	// Notify tells the service manager how the service is doing: READY
 	// once it is passing in Consul, a status line at each change, STOPPING
 	// when the stop begins (sdnotify.Socket, for systemd). Nil: nobody is
@@ -256,8 +262,25 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.CheckInterval < 0 {
 		return cfg, usagef("check interval %s must be positive", cfg.CheckInterval)
 	}
-	if err := cfg.checkDefaults(); err != nil {
-		return cfg, err
+	cfg.specs = nil
+	for _, c := range cfg.Checks {
+		spec, err := check.ParseSpec(c)
+		if err != nil {
+			return cfg, usageErr(err)
+		}
+		cfg.specs = append(cfg.specs, spec)
+	}
+	if cfg.CheckTimeout == 0 {
+		cfg.CheckTimeout = DefaultCheckTimeout
+	}
+	if cfg.CheckTimeout < 0 {
+		return cfg, usagef("check timeout %s must be positive", cfg.CheckTimeout)
+	}
+	if cfg.Grace < 0 {
+		return cfg, usagef("grace %s must not be negative", cfg.Grace)
+	}
+	if cfg.FailAfter < 0 || cfg.PassAfter < 0 {
+		return cfg, usagef("fail-after %d, pass-after %d: must not be negative", cfg.FailAfter, cfg.PassAfter)
 	}
 	switch {
 	case cfg.DeregisterAfter == 0:
@@ -284,6 +307,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.OnLogger == nil {
+		cfg.OnLogger = func(*slog.Logger) {}
 	}
 	if cfg.Watchdog < 0 {
 		return cfg, usagef("watchdog %s must not be negative", cfg.Watchdog)

@@ -259,6 +259,7 @@ type fakeRun struct {
 	child *fakeChild
 	sigs  chan<- os.Signal
 	done  chan result
+	ctx   context.Context // Run's; prep may replace it
 }
 
 type result struct {
@@ -276,6 +277,7 @@ func startFake(t *testing.T, cfg wrapper.Config, onSignal func(*fakeChild, sysca
 		reg:   &fakeRegistry{j: j},
 		child: &fakeChild{j: j, done: make(chan signals.Exit, 1), onSignal: onSignal},
 		done:  make(chan result, 1),
+		ctx:   context.Background(),
 	}
 	sigs := make(chan os.Signal, 8)
 	r.sigs = sigs
@@ -294,7 +296,7 @@ func startFake(t *testing.T, cfg wrapper.Config, onSignal func(*fakeChild, sysca
 		p(r)
 	}
 	go func() {
-		code, err := wrapper.Run(context.Background(), cfg, r.reg)
+		code, err := wrapper.Run(r.ctx, cfg, r.reg)
 		r.done <- result{code, err}
 	}()
 	t.Cleanup(func() {

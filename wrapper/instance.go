@@ -82,6 +82,14 @@ func (i instance) alive() bool {
 // processStart reads field 22 of /proc/PID/stat, the start time in clock
 // ticks. The command name (field 2) may hold spaces and parentheses, so
 // fields are counted after its closing parenthesis.
+//
+// Read by hand, not with gopsutil's CreateTime, for correctness rather than
+// speed: CreateTime is these ticks turned into milliseconds since the epoch
+// through the boot time (btime of /proc/stat, whole seconds, which the
+// kernel moves when the clock is stepped). The mark is written by one
+// svcwrap and compared by another, possibly after such a step: the ticks
+// are the one value both read alike, so a reused PID is told from the
+// original without a tolerance that two quick starts could fall within.
 func processStart(pid int) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

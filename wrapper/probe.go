@@ -9,22 +9,18 @@ import (
 	"github.com/svcwrap/svcwrap/check"
 )
 
-// While a check is critical, it is run often, starting at pendingFirst and
-// doubling up to pendingInterval, so that a child that becomes ready turns
-// passing within pendingInterval. A not-ready listen check costs about 40 µs
-// of CPU (one netlink query), which is cheap for one wrapper but not for a
-// thousand that never become ready: after pendingFast without readiness the
-// wait keeps doubling, up to the check interval.
+// The fast start: until a check first answers (passing, or warning), it is
+// run often, the wait starting at pendingFirst and doubling up to
+// pendingInterval, so that a child that becomes ready turns passing within
+// pendingInterval. A not-ready listen check costs about 40 µs of CPU (one
+// netlink query), which is cheap for one wrapper but not for a thousand that
+// never become ready: after pendingFast without an answer the wait keeps
+// doubling, up to the check interval.
 const (
 	pendingFirst    = time.Millisecond
 	pendingInterval = 20 * time.Millisecond
 	pendingFast     = 10 * time.Second
 )
-
-// stopWait bounds how long Run, as it returns, waits for the checks it
-// abandoned to end: they were cancelled (a script's group killed) when the
-// stop began, so they end within moments.
-const stopWait = 2 * time.Second
 
 // health runs the checks, each in a goroutine of its own with one run at a
 // time, so that the supervise loop never waits on the network or a script:
@@ -42,19 +38,34 @@ type health struct {
 	cancel  context.CancelFunc // abandons every run
 	wg      sync.WaitGroup
 
-	started time.Time
-	passed  bool // the combined status has been passing
-	timer   *time.Timer
-	due     <-chan time.Time // the first result is due, or --grace ends
-	status  check.Status     // of the last combined result; -1: none yet
-	child   string           // the child as named at the last status change
+	// firstDue fires when the first combined result is due, whether or not
+	// every check has reported; graceEnds when --grace runs out. Each is
+	// nil once handled.
+	firstDue, graceEnds <-chan time.Time
+	timers              []*time.Timer
+	passed              bool // the combined status has been passing: grace is over
+	graceOver           bool
+
+	// handed is what the syncer was handed last: while the combined status
+	// stays the same, so does the output, byte for byte (Consul writes an
+	// output change to its servers).
+	handed     check.Result
+	handedOnce bool
+	abandoned  time.Time // when the checks were abandoned
+
+	// The child as Describe names it, read off the loop (a read of /proc
+	// can block): once at the start, and again after each status change,
+	// for the next one.
+	childMu    sync.Mutex
+	childName  string
+	redescribe chan struct{}
 }
 
-// firstDue is when the first combined result is handed over at the latest,
-// whether or not every check has reported: a check that hangs must not keep
-// the service out of Consul. Before it, the first report of a quick check
-// (the listen check takes microseconds) is the first result.
-const firstDue = pendingInterval
+// firstDueAfter is when the first combined result is handed over at the
+// latest: a check that hangs must not keep the service out of Consul.
+// Before it, the first report of a quick check (the listen check takes
+// microseconds) is the first result.
+const firstDueAfter = pendingInterval
 
 // report is a check's new result.
 type report struct {
@@ -63,22 +74,28 @@ type report struct {
 }
 
 func newHealth(cfg Config, pid int) *health {
-	h := &health{cfg: cfg, pid: pid, started: time.Now(), status: -1}
+	h := &health{cfg: cfg, pid: pid, childName: "pid " + strconv.Itoa(pid), redescribe: make(chan struct{}, 1)}
 	opts := checkOptions{timeout: cfg.CheckTimeout, skipVerify: cfg.CheckTLSSkipVerify, env: cfg.Env}
 	if cfg.Port != 0 {
-		h.add("listen on port "+strconv.Itoa(cfg.Port), check.NewPort(pid, cfg.Port))
+		// The listen check never touches the service: after a drop it
+		// may look often again.
+		h.add("listen on port "+strconv.Itoa(cfg.Port), check.NewPort(pid, cfg.Port), true)
 	}
 	for _, spec := range cfg.specs {
-		h.add(spec.String(), opts.checker(spec))
+		h.add(spec.String(), opts.checker(spec), false)
+	}
+	for i, c := range cfg.checkers {
+		h.add("check "+strconv.Itoa(i), c, false)
 	}
 	h.results = make(chan report, len(h.checks))
 	return h
 }
 
-func (h *health) add(name string, c Checker) {
+// add adds a check; name (redacted) is its output until it has reported.
+func (h *health) add(name string, c Checker, refast bool) {
 	h.checks = append(h.checks, &runner{
 		checker: c,
-		pace:    pace{interval: h.cfg.CheckInterval},
+		pace:    pace{interval: h.cfg.CheckInterval, refast: refast},
 		limits:  limits{failAfter: h.cfg.FailAfter, passAfter: h.cfg.PassAfter},
 	})
 	// Until a check has reported, it counts as critical: the service
@@ -110,11 +127,14 @@ func (o checkOptions) checker(spec check.Spec) Checker {
 func (h *health) start() (check.Result, bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
+	h.startDescribing(ctx)
 	if len(h.checks) == 0 {
 		return h.combine(), true
 	}
-	h.timer = time.NewTimer(firstDue)
-	h.due = h.timer.C
+	h.firstDue = h.after(firstDueAfter)
+	if h.cfg.Grace > 0 {
+		h.graceEnds = h.after(h.cfg.Grace)
+	}
 	for i, r := range h.checks {
 		h.wg.Add(1)
 		go func() {
@@ -125,27 +145,74 @@ func (h *health) start() (check.Result, bool) {
 	return check.Result{}, false
 }
 
+func (h *health) after(d time.Duration) <-chan time.Time {
+	t := time.NewTimer(d)
+	h.timers = append(h.timers, t)
+	return t.C
+}
+
+// startDescribing names the child in a goroutine of its own, once now and
+// again on each request. It waits for the first name as long as the first
+// result may take (firstDueAfter), no longer: the child is then named by its
+// PID alone until the next status change.
+func (h *health) startDescribing(ctx context.Context) {
+	first := make(chan struct{})
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.setChild(check.Describe(ctx, h.pid))
+		close(first)
+		for {
+			select {
+			case <-h.redescribe:
+				h.setChild(check.Describe(ctx, h.pid))
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	t := time.NewTimer(firstDueAfter)
+	defer t.Stop()
+	select {
+	case <-first:
+	case <-t.C:
+	}
+}
+
+func (h *health) setChild(name string) {
+	h.childMu.Lock()
+	h.childName = name
+	h.childMu.Unlock()
+}
+
+func (h *health) child() string {
+	h.childMu.Lock()
+	defer h.childMu.Unlock()
+	return h.childName
+}
+
 // update takes a check's new result in and returns the combined one.
 func (h *health) update(rep report) check.Result {
 	h.latest[rep.check] = rep.result
 	return h.combine()
 }
 
-// onDue returns the combined result when the first is due, or when --grace
-// ends.
-func (h *health) onDue() check.Result {
-	h.due = nil
-	if rest := h.cfg.Grace - time.Since(h.started); rest > 0 && !h.passed {
-		h.timer.Reset(rest)
-		h.due = h.timer.C
-	}
+// onFirstDue returns the combined result when the first one is due.
+func (h *health) onFirstDue() check.Result {
+	h.firstDue = nil
 	return h.combine()
 }
 
-// combine is the one result of all checks: the worst status wins, a critical
-// one reads warning during --grace until the first pass, and the output
-// names the child (pid and command, read again at each status change, so
-// that the output stays the same while the status does).
+// onGraceEnd returns the combined result when --grace runs out.
+func (h *health) onGraceEnd() check.Result {
+	h.graceEnds, h.graceOver = nil, true
+	return h.combine()
+}
+
+// combine is the one result of all checks, as the syncer is to have it: the
+// worst status wins, a critical one reads warning during --grace until the
+// first pass, and the output is the one handed over last while the status
+// is the same (see hand).
 func (h *health) combine() check.Result {
 	r := check.Result{Status: check.Passing, Output: "svcwrap: command running"}
 	if len(h.checks) > 0 {
@@ -154,14 +221,28 @@ func (h *health) combine() check.Result {
 	if r.Status == check.Passing {
 		h.passed = true
 	}
-	if r.Status == check.Critical && !h.passed && time.Since(h.started) < h.cfg.Grace {
+	if r.Status == check.Critical && h.cfg.Grace > 0 && !h.passed && !h.graceOver {
 		r = check.Result{Status: check.Warning, Output: "starting (--grace " + h.cfg.Grace.String() + "): " + r.Output}
 	}
-	if r.Status != h.status || h.child == "" {
-		h.status = r.Status
-		h.child = check.Describe(context.Background(), h.pid)
+	return h.hand(r)
+}
+
+// hand is the one place where a combined result becomes what the syncer is
+// handed. While its status is the one handed over last, the output handed
+// over last is kept, byte for byte, whatever the reasons now: a reason that
+// changes under the same status (503, then connection refused), checks
+// joining or leaving the worst status, a script's changing first line.
+// A new status brings a new output, naming the child (pid and command).
+func (h *health) hand(r check.Result) check.Result {
+	if h.handedOnce && r.Status == h.handed.Status {
+		return h.handed
 	}
-	r.Output += " (" + h.child + ")"
+	r.Output += " (" + h.child() + ")"
+	h.handed, h.handedOnce = r, true
+	select { // the child as it is by the next status change
+	case h.redescribe <- struct{}{}:
+	default:
+	}
 	return r
 }
 
@@ -171,24 +252,31 @@ func (h *health) abandon() {
 	if h.cancel != nil {
 		h.cancel()
 	}
-	if h.timer != nil {
-		h.timer.Stop()
-		h.due = nil
+	for _, t := range h.timers {
+		t.Stop()
+	}
+	h.firstDue, h.graceEnds = nil, nil
+	if h.abandoned.IsZero() {
+		h.abandoned = time.Now()
 	}
 }
 
-// stop abandons the checks and waits, boundedly, for their goroutines, so
-// that no process of a check outlives Run.
+// stop abandons the checks and waits for their goroutines, so that no
+// process of a check outlives Run. An abandoned check ends within moments
+// (a script's group is killed; its output is read for drainAfterExit at
+// most); the wait is bounded by the kill timeout counted from the
+// abandonment, which the stop already grants the child's group, so that a
+// stuck check (a read of /proc in D state) adds nothing beyond it.
 func (h *health) stop() {
 	h.abandon()
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
-	t := time.NewTimer(stopWait)
+	t := time.NewTimer(max(time.Until(h.abandoned.Add(h.cfg.KillTimeout)), 0))
 	defer t.Stop()
 	select {
 	case <-done:
 	case <-t.C:
-		h.cfg.Logger.Warn("checks still running after the stop", "after", stopWait)
+		h.cfg.Logger.Warn("checks still running after the stop", "after", h.cfg.KillTimeout)
 	}
 }
 
@@ -214,7 +302,7 @@ func (r *runner) run(ctx context.Context, i int, results chan<- report) {
 				return
 			}
 		}
-		timer.Reset(r.pace.next(r.limits.reported.Status != check.Critical))
+		timer.Reset(r.pace.next(r.limits.critical()))
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
@@ -227,13 +315,20 @@ func (r *runner) run(ctx context.Context, i int, results chan<- report) {
 // FailuresBeforeCritical and SuccessBeforePassing: a critical result turns
 // the check critical after failAfter of them in a row, a passing or warning
 // one turns a critical check passing (or warning) after passAfter in a row.
-// Until then the check keeps what it reported last, output included.
+// Until then the check keeps what it reported last. Until it first reports,
+// a check is critical. They count runs: during the fast start (see pace),
+// passAfter runs at the fast pace; once the check has answered, runs at the
+// interval, as Consul counts its own checks' runs.
 type limits struct {
 	failAfter, passAfter int // zero counts as one
 	fails, passes        int
-	reported             check.Result
+	reported             check.Result // meaningful once have is set
 	have                 bool
 }
+
+// critical reports whether the check, as reported, is critical: also before
+// its first report.
+func (l *limits) critical() bool { return !l.have || l.reported.Status == check.Critical }
 
 // observe takes a run's result and returns what the check reports, and
 // whether that changed.
@@ -245,13 +340,12 @@ func (l *limits) observe(r check.Result) (check.Result, bool) {
 		l.passes, l.fails = l.passes+1, 0
 	}
 	var apply bool
-	wasCritical := !l.have || l.reported.Status == check.Critical
 	switch {
-	case critical && wasCritical:
+	case critical && l.critical():
 		apply = true // the service starts critical
 	case critical:
 		apply = l.fails >= max(1, l.failAfter)
-	case wasCritical:
+	case l.critical():
 		apply = l.passes >= max(1, l.passAfter)
 	default:
 		apply = true
@@ -263,34 +357,41 @@ func (l *limits) observe(r check.Result) (check.Result, bool) {
 	return r, true
 }
 
-// pace says when to run a check next: every interval while it is not
-// critical, far more often while it is (see pendingInterval).
+// pace says how long a check waits before its next run. Until the check
+// first answers (reports passing or warning), the fast start: pendingFirst,
+// doubling to pendingInterval, and on to the interval after pendingFast.
+// Once it has answered, the interval: an http, tcp or script check that
+// drops is run again at the interval, not tens of times a second against a
+// service that struggles. A refast check (the listen check, which never
+// touches the service) starts fast again whenever it turns critical.
 type pace struct {
-	interval time.Duration // while not critical
-	pending  time.Duration // next wait while critical
-	ready    bool
-	since    time.Time // when the check last turned critical, or started
+	interval time.Duration
+	refast   bool
+
+	answered bool          // the check has reported passing or warning
+	fast     time.Duration // the last wait of the fast pace; zero: it begins
+	fastFrom time.Time     // when the fast pace began
 }
 
-func (p *pace) next(ready bool) time.Duration {
-	if p.since.IsZero() {
-		p.since = time.Now()
+// next is the wait before the next run of a check that is, as reported,
+// critical or not.
+func (p *pace) next(critical bool) time.Duration {
+	if !critical {
+		p.answered, p.fast = true, 0
+		return p.interval
 	}
-	if !ready && p.ready {
-		p.pending = 0 // lost readiness: look often again
-		p.since = time.Now()
-	}
-	p.ready = ready
-	if ready {
+	if p.answered && !p.refast {
 		return p.interval
 	}
 	switch {
-	case p.pending == 0:
-		p.pending = pendingFirst
-	case p.pending < pendingInterval || time.Since(p.since) > pendingFast:
-		p.pending = min(2*p.pending, max(pendingInterval, p.interval))
+	case p.fast == 0:
+		p.fast, p.fastFrom = pendingFirst, time.Now()
+	case time.Since(p.fastFrom) < pendingFast:
+		p.fast = min(2*p.fast, pendingInterval)
+	default: // never answered: slow down to the interval
+		p.fast = min(2*p.fast, max(p.interval, pendingInterval))
 	}
-	return min(p.pending, p.interval)
+	return min(p.fast, p.interval)
 }
 
 var (
@@ -298,28 +399,3 @@ var (
 	_ Checker = check.TCP{}
 	_ Checker = check.Script{}
 )
-
-// checkDefaults is withDefaults for the settings of the checks.
-func (cfg *Config) checkDefaults() error {
-	cfg.specs = nil
-	for _, c := range cfg.Checks {
-		spec, err := check.ParseSpec(c)
-		if err != nil {
-			return usageErr(err)
-		}
-		cfg.specs = append(cfg.specs, spec)
-	}
-	if cfg.CheckTimeout == 0 {
-		cfg.CheckTimeout = DefaultCheckTimeout
-	}
-	if cfg.CheckTimeout < 0 {
-		return usagef("check timeout %s must be positive", cfg.CheckTimeout)
-	}
-	if cfg.Grace < 0 {
-		return usagef("grace %s must not be negative", cfg.Grace)
-	}
-	if cfg.FailAfter < 0 || cfg.PassAfter < 0 {
-		return usagef("fail-after %d, pass-after %d: must not be negative", cfg.FailAfter, cfg.PassAfter)
-	}
-	return nil
-}

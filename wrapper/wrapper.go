@@ -101,6 +101,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	// Every line says which service it is about, and once the child runs,
 	// which process.
 	cfg.Logger = cfg.Logger.With("service", cfg.ID)
+	cfg.OnLogger(cfg.Logger)
 
 	// 2. Register and keep the check true in the background, so that Consul,
 	// slow or gone, never holds up the child or the loop below. The syncer
@@ -120,6 +121,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	}
 	defer child.Release()
 	cfg.Logger = cfg.Logger.With("pid", child.Pid())
+	cfg.OnLogger(cfg.Logger)
 	log = cfg.Logger
 	consul.setLogger(log)
 	event(log, "running", "name", cfg.Name, "command", cfg.Command[0], "agents", agentList(reg),
@@ -161,13 +163,17 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 
 		case <-ctxDone:
 			ctxDone = nil
+			event(log, "stopping", "signal", signals.Name(syscall.SIGTERM), "cause", "context cancelled")
 			st.begin(syscall.SIGTERM)
 
 		case rep := <-checks.results:
 			consul.want(checks.update(rep))
 
-		case <-checks.due:
-			consul.want(checks.onDue())
+		case <-checks.firstDue:
+			consul.want(checks.onFirstDue())
+
+		case <-checks.graceEnds:
+			consul.want(checks.onGraceEnd())
 
 		case err := <-consul.fatal:
 			log.Error("stopping the command", "error", err)
@@ -432,7 +438,8 @@ func (s *stopper) markCritical(output string) {
 		return s.reg.SetStatus(ctx, on, s.sync.idOn(on), check.Critical.String(), output)
 	})
 	if err != nil {
-		s.cfg.Logger.Error("mark service critical", "agent", s.reg.Addr(on), "error", err)
+		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: mark critical failed: the entry reads passing until its TTL lapses, then critical until Consul's reaper removes it",
+			"agent", s.reg.Addr(on), "reaper_after", s.cfg.DeregisterAfter, "error", err)
 		return
 	}
 	event(s.cfg.Logger, "marked critical", "agent", s.reg.Addr(on), "output", output)
@@ -549,7 +556,11 @@ func (s *stopper) hurry(sig os.Signal) bool {
 		s.signal(sig)
 		return false
 	}
-	s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", sig.String())
+	name := sig.String()
+	if ssig, ok := sig.(syscall.Signal); ok {
+		name = signals.Name(ssig)
+	}
+	s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", name)
 	s.hurried = true
 	if s.cancelSweeps != nil {
 		s.cancelSweeps()
@@ -600,11 +611,18 @@ func (s *stopper) reapGroup() {
 			if sig == 0 {
 				sig = syscall.SIGTERM
 			}
-			_ = s.child.Signal(sig)
+			if err := s.child.Signal(sig); err != nil {
+				s.cfg.Logger.Warn("signal what is left of the process group", "signal", signals.Name(sig), "error", err)
+			} else {
+				event(s.cfg.Logger, "signalled what is left of the process group", "signal", signals.Name(sig), "kill_timeout", s.cfg.KillTimeout)
+			}
 			deadline = time.Now().Add(s.cfg.KillTimeout)
 		}
 		for s.child.GroupAlive() && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
+		}
+		if s.child.GroupAlive() {
+			s.cfg.Logger.Error("kill timeout: killing what is left of the process group", "timeout", s.cfg.KillTimeout)
 		}
 	}
 	_ = s.child.Kill()
