@@ -93,28 +93,5 @@ func startGated(t *testing.T, gate *os.File, agent *consultest.Agent, args ...st
 	cmd := exec.Command("sh", argv...)
 	cmd.Env = os.Environ()
 	cmd.Stdin = gate
-	stdout, outW, err := os.Pipe()
-	require.NoError(t, err)
-	stderr, errW, err := os.Pipe()
-	require.NoError(t, err)
-	cmd.Stdout, cmd.Stderr = outW, errW
-	require.NoError(t, cmd.Start())
-	outW.Close()
-	errW.Close()
-	t.Cleanup(func() { stdout.Close(); stderr.Close() })
-	w := &wrapped{t: t, cmd: cmd, out: newLines(stdout), errOut: newLines(stderr), done: make(chan struct{})}
-	go func() {
-		err := cmd.Wait()
-		w.code = exitCode(err)
-		close(w.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-w.done:
-		default:
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			<-w.done
-		}
-	})
-	return w
+	return launch(t, cmd)
 }

@@ -156,6 +156,14 @@ func start(t *testing.T, agent *consultest.Agent, args ...string) *wrapped {
 	}
 	cmd := exec.Command(svcwrapBin, args...)
 	cmd.Env = os.Environ()
+	return launch(t, cmd)
+}
+
+// launch starts cmd, a svcwrap (perhaps behind a shell), with its output
+// collected line by line, and kills it at the end of the test if it still
+// runs.
+func launch(t *testing.T, cmd *exec.Cmd) *wrapped {
+	t.Helper()
 	// Our own pipes, not StdoutPipe: Wait would close those as soon as
 	// svcwrap exits, possibly before its last lines were read.
 	stdout, outW, err := os.Pipe()
