@@ -177,6 +177,60 @@ func TestCheckScript_Hangs(t *testing.T) {
 	})
 }
 
+// A script that hangs past its --check-timeout while svcwrap forwards a
+// signal: the child reports the signal while the script's run is still
+// under way (its processes alive, no "timed out" from svcwrap or the
+// agent yet); then the run times out, critical, and no process of the
+// script's group is left.
+func TestCheckScript_SignalWhileItHangsPastTimeout(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	dir := t.TempDir()
+	state, pids := filepath.Join(dir, "state"), filepath.Join(dir, "pids")
+	require.NoError(t, os.WriteFile(state, []byte("pass"), 0o644))
+	script := fmt.Sprintf(`if [ "$(cat %s)" = hang ]; then echo $$ >> %s; sleep 1000 & echo $! >> %s; wait; fi`, state, pids, pids)
+	w := start(t, agent, append([]string{"--check", "script:" + script, "--check-interval", "100ms", "--check-timeout", "3s",
+		"-v", "hangsig", "--"}, helperArgv("signals")...)...)
+	w.out.waitFor(t, "ready", wait)
+	waitCheck(t, agent, "hangsig", api.HealthPassing, "script exited 0")
+
+	require.NoError(t, os.WriteFile(state, []byte("hang"), 0o644))
+	running := readPIDs(t, pids, 2)
+	group := processGroup(t, running[0])
+
+	w.signal(syscall.SIGUSR1)
+	w.out.waitFor(t, "got user defined signal 1", wait)
+	// The events in order: the child's line came first, the timeout is
+	// still to come.
+	for _, pid := range running {
+		assert.True(t, processAlive(pid), "pid %d of the script: its run has not ended", pid)
+	}
+	assert.NotContains(t, w.errOut.String(), "timed out", "svcwrap has not reported a timeout yet")
+	status, out := checkStatus(t, agent.Client, "hangsig")
+	assert.Equal(t, api.HealthPassing, status, out)
+
+	waitCheck(t, agent, "hangsig", api.HealthCritical, "script timed out after 3s")
+	w.errOut.waitFor(t, "script timed out after 3s", wait)
+	waitAllGone(t, running...)
+	assert.Empty(t, groupMembers(group), "no process of the script's group is left")
+
+	w.signal(syscall.SIGTERM)
+	w.out.waitFor(t, "got terminated", wait)
+	assert.Equal(t, 0, w.wait(wait))
+}
+
+// processGroup is the process group of pid, from /proc/PID/stat.
+func processGroup(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(t, err)
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // state ppid pgrp ...
+	require.GreaterOrEqual(t, len(fields), 3, s)
+	pgrp, err := strconv.Atoi(fields[2])
+	require.NoError(t, err, s)
+	return pgrp
+}
+
 // With --port and --check, the worst status wins: critical while the child
 // does not listen, warning (the script's 1) once it does.
 func TestChecks_WorstWinsWithPort(t *testing.T) {
@@ -248,20 +302,45 @@ func TestCheck_FailAfterAbsorbsBlip(t *testing.T) {
 }
 
 // --grace: warning instead of critical while the service has never passed,
-// until the grace period ends.
+// until the grace period ends; then critical, never the other way round.
 func TestCheck_Grace(t *testing.T) {
 	agent := consultest.StartAgent(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	w := start(t, agent, "--check", "tcp:"+addr, "--grace", "1h", "--id", "grace-long", "slow", "--", "sleep", "1000")
-	waitCheck(t, agent, "grace-long", api.HealthWarning, "starting (--grace 1h0m0s): connect "+addr+": connection refused")
+	t.Run("warning while it lasts", func(t *testing.T) {
+		w := start(t, agent, "--check", "tcp:"+addr, "--grace", "1h", "--id", "grace-long", "slow", "--", "sleep", "1000")
+		waitCheck(t, agent, "grace-long", api.HealthWarning, "starting (--grace 1h0m0s): connect "+addr+": connection refused")
+		w.signal(syscall.SIGTERM)
+		w.wait(wait)
+	})
+	t.Run("warning before critical", func(t *testing.T) {
+		// Every state the catalog takes, through a blocking query begun
+		// before svcwrap starts: the first status it ever holds is seen.
+		watch := consultest.WatchService(t, agent.Client, "graceful")
+		w := start(t, agent, "--check", "tcp:"+addr, "--check-interval", "100ms", "--grace", "2s", "graceful", "--", "sleep", "1000")
+		waitCheck(t, agent, "graceful", api.HealthCritical, "connect "+addr+": connection refused")
+		watch.CatchUp(t, wait)
 
-	w2 := start(t, agent, "--check", "tcp:"+addr, "--grace", "300ms", "--id", "grace-short", "slow", "--", "sleep", "1000")
-	waitCheck(t, agent, "grace-short", api.HealthCritical, "connect "+addr+": connection refused")
-
-	w.signal(syscall.SIGTERM)
-	w2.signal(syscall.SIGTERM)
-	w.wait(wait)
-	w2.wait(wait)
+		// The catalog's outputs are only a message here: the agent writes
+		// an output that changes under the same status to the servers at
+		// its check_update_interval, so the registration's empty one stays
+		// for the warning.
+		var seen, outputs []string // each status as it first appears, in order
+		for _, snap := range watch.Snapshots() {
+			e := snap.Entry(agent.Node, "graceful")
+			if e == nil {
+				continue
+			}
+			for _, c := range e.Checks {
+				if c.CheckID == "service:graceful" && (len(seen) == 0 || seen[len(seen)-1] != c.Status) {
+					seen, outputs = append(seen, c.Status), append(outputs, c.Output)
+				}
+			}
+		}
+		require.Equal(t, []string{api.HealthWarning, api.HealthCritical}, seen, "outputs: %q", outputs)
+		assert.False(t, strings.HasPrefix(outputs[1], "starting"), outputs[1])
+		w.signal(syscall.SIGTERM)
+		w.wait(wait)
+	})
 }
 
 // While the status stays, heartbeats carry the same output: the catalog's

@@ -265,13 +265,13 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.Var(&o.ttl, "ttl", "TTL of the check: a duration (10s) or seconds (10, 2.5); minimum 1s")
 	fs.Var(&o.heartbeat, "heartbeat", "how often an unchanged status is refreshed; shorter than --ttl, minimum 100ms (default ttl/3)")
 	o.checkInterval = seconds(wrapper.DefaultCheckInterval)
-	fs.Var(&o.checkInterval, "check-interval", "how often every check runs while it is not critical (a stopped listener turns critical within it; while critical, far more often); minimum 10ms")
+	fs.Var(&o.checkInterval, "check-interval", "how often every check runs once it has first passed (a stopped listener turns critical within it; before the first pass, and for the listen check after a drop, every few ms); minimum 10ms")
 	fs.Var(fs.Lookup("check-interval").Value, "interval", "same as --check-interval (the ianitor fork's name)")
 	fs.StringArrayVar(&o.checks, "check", nil, "an active check beside --port's listen check, repeatable, the worst status wins: http:URL (2xx passing, 429 warning, else critical), tcp:HOST:PORT (connects), script:COMMAND (/bin/sh -c; exit 0 passing, 1 warning, else critical). tcp: and http: connect: never against nc -l")
 	o.checkTimeout = seconds(wrapper.DefaultCheckTimeout)
 	fs.Var(&o.checkTimeout, "check-timeout", "bound on each run of a --check; longer is critical, and a script's process group is killed; minimum 10ms")
 	fs.BoolVar(&o.checkSkipVerify, "check-tls-skip-verify", false, "accept any certificate in https:// checks")
-	fs.Var(&o.grace, "grace", "report critical as warning until the checks first pass or this long after the start, for a service slow to become ready")
+	fs.Var(&o.grace, "grace", "for this long after the start, until the checks first pass, report critical as warning (a service slow to become ready)")
 	fs.IntVar(&o.failAfter, "fail-after", 1, "results in a row that turn a check critical (Consul's failures_before_critical)")
 	fs.IntVar(&o.passAfter, "pass-after", 1, "results in a row that turn a critical check passing (Consul's success_before_passing)")
 	o.deregisterAfter = seconds(wrapper.DefaultDeregisterAfter)
@@ -349,7 +349,10 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 		{"kill-timeout", time.Duration(o.killTimeout), 0},
 	}
 	for _, t := range timings {
-		if !fs.Changed(t.name) && (t.name != "check-interval" || !fs.Changed("interval")) {
+		if t.name == "check-interval" && !fs.Changed(t.name) && fs.Changed("interval") {
+			t.name = "interval" // the error names the flag as given
+		}
+		if !fs.Changed(t.name) {
 			continue // the defaults are above the floors; the heartbeat's is ttl/3
 		}
 		if t.d <= 0 {

@@ -94,11 +94,12 @@ type Config struct {
 	// shorter than TTL. Zero: TTL/3, which keeps a refresh in hand should one
 	// be lost, at a third of ianitor's request rate.
 	Heartbeat time.Duration
-	// CheckInterval is how often readiness is read while the child is ready;
-	// a child that stops listening turns critical within one interval. While
-	// it is not ready, svcwrap looks far more often (see pendingInterval), so
-	// that it turns passing moments after it starts listening.
-	// Zero: DefaultCheckInterval.
+	// CheckInterval is how often each check runs once it has first passed;
+	// a child that stops listening, or a check that starts failing, turns
+	// critical within one interval. Until its first pass a check runs far
+	// more often (see probe.go), so that a child that becomes ready is
+	// passing moments later; the listen check, which never touches the
+	// service, does so again after a drop. Zero: DefaultCheckInterval.
 	CheckInterval time.Duration
 	// Checks are active checks run beside the listen check of Port, each
 	// "KIND:TARGET" as check.ParseSpec reads it: http:URL, tcp:HOST:PORT,
