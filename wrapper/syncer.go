@@ -23,21 +23,6 @@ const (
 	retryMax   = 5 * time.Second
 )
 
-// Backoff of a sweep, the removal of the copy left on an agent svcwrap moved
-// away from. An agent with a data dir restores that copy the moment it comes
-// back, passing if it is inside its TTL, so the sweep looks at least every
-// second: the duplicate is gone a moment after the agent answers again.
-const (
-	sweepFirst = 100 * time.Millisecond
-	sweepMax   = time.Second
-)
-
-// persistAfter is how many heartbeats a failure that may heal by itself (an
-// agent that does not answer, or refuses) lasts before it is worth a line at
-// the default verbosity. A failure that cannot heal by retrying (a 4xx, a TLS
-// error) is reported at once.
-const persistAfter = 3
-
 // syncer owns every call that keeps the registration true: it registers, sends
 // each status change at once, refreshes an unchanged status every heartbeat,
 // registers again when the agent has forgotten the service, and retries with
@@ -46,11 +31,14 @@ const persistAfter = 3
 //
 // Of the agents of the list, it holds its registration on one at a time (on),
 // and heartbeats only go there: a TTL update succeeds on any agent that has a
-// check of that ID, whoever registered it. When that agent stops answering it
-// moves to the first other agent where the ID is free or its own, and sweeps
-// the copy it left behind (left) as soon as that agent answers again. It does
-// not move back while the agent it moved to answers: a move costs a moment
-// with two entries or none, and the entry's address is the host's either way.
+// check of that ID, whoever registered it. When that agent has not answered
+// for a heartbeat it moves to the first other agent that answers, under a
+// guest ID there (guestID), and sweeps the copy it left behind (sweep.go) as
+// soon as that agent answers again. It does not move back while the agent it
+// moved to answers: a move costs a moment with two entries or none, and the
+// entry's address is the host's either way. Before it writes to an agent it
+// has not registered with, or after any failure there, it looks up who holds
+// the ID (claim). Failures are told to the operator by trouble.go.
 type syncer struct {
 	cfg     Config
 	reg     Registry
@@ -83,13 +71,6 @@ type syncer struct {
 	// Owned by the caller of want, not by run.
 	handed     bool
 	lastHanded check.Result
-}
-
-// sweep is the removal of the copy on one agent, running in its own goroutine.
-type sweep struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	moved  bool // svcwrap was registered there; else a registration's outcome is unknown
 }
 
 func newSyncer(cfg Config, reg Registry) *syncer {
@@ -532,194 +513,6 @@ func (s *syncer) reaperNear(current check.Result) bool {
 		return false
 	}
 	return time.Since(s.critical) >= s.cfg.DeregisterAfter/2
-}
-
-// leave records that agent i may still hold a copy of the registration,
-// which svcwrap no longer keeps, and starts sweeping it. moved says svcwrap
-// was registered there and moved away, which is worth a notice when the copy
-// goes; otherwise a registration there may or may not have been applied.
-func (s *syncer) leave(i int, moved bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.left[i]; ok {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	sw := &sweep{cancel: cancel, done: make(chan struct{}), moved: moved}
-	s.left[i] = sw
-	go func() {
-		defer close(sw.done)
-		s.sweep(ctx, i)
-	}()
-}
-
-// stopSweep ends the sweep of agent i, if one runs, and waits for it, so
-// that it cannot remove a registration made there from now on. The copy is
-// then the caller's again.
-func (s *syncer) stopSweep(i int) {
-	s.mu.Lock()
-	sw := s.left[i]
-	delete(s.left, i)
-	s.mu.Unlock()
-	if sw != nil {
-		sw.cancel()
-		<-sw.done
-	}
-}
-
-// stopSweeps ends every sweep; the agents stay in left, for the stop to
-// clean up.
-func (s *syncer) stopSweeps() {
-	s.mu.Lock()
-	all := maps.Clone(s.left)
-	s.mu.Unlock()
-	for _, sw := range all {
-		sw.cancel()
-		<-sw.done
-	}
-}
-
-// sweep removes this svcwrap's copy from agent i once that agent answers,
-// looking again with backoff until it does or ctx ends.
-func (s *syncer) sweep(ctx context.Context, i int) {
-	wait := sweepFirst
-	for {
-		if s.removeCopy(ctx, i) == nil {
-			s.mu.Lock()
-			delete(s.left, i)
-			s.mu.Unlock()
-			return
-		}
-		t := time.NewTimer(jitter(wait))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		}
-		wait = min(2*wait, sweepMax)
-	}
-}
-
-// removeCopy deregisters the service from agent i if the entry there is this
-// svcwrap's own; an entry of another svcwrap, or none, is left as it is.
-func (s *syncer) removeCopy(ctx context.Context, i int) error {
-	removed, err := s.deregisterOwn(ctx, i)
-	if err != nil || !removed {
-		return err
-	}
-	s.mu.Lock()
-	sw := s.left[i]
-	s.mu.Unlock()
-	if sw != nil && !sw.moved {
-		event(s.log(), "deregistered", "agent", s.reg.Addr(i))
-		return nil
-	}
-	s.log().Log(ctx, LevelNotice, "consul: removed the copy left on an agent svcwrap moved away from",
-		"agent", s.reg.Addr(i))
-	return nil
-}
-
-// deregisterOwn deregisters the service from agent i if the entry there is
-// this svcwrap's own, and reports whether it did.
-func (s *syncer) deregisterOwn(ctx context.Context, i int) (bool, error) {
-	h, err := s.reg.Holder(ctx, i, s.idOn(i))
-	s.hangUp()
-	if err != nil {
-		return false, err
-	}
-	if h == nil || h.Meta[metaInstance] != s.self.String() {
-		return false, nil
-	}
-	if err := s.reg.Deregister(ctx, i, s.idOn(i)); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
-// holdings says, once run has returned, where the registration is (-1:
-// nowhere) and which agents may still hold a copy.
-func (s *syncer) holdings() (on int, left []int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := range s.left {
-		left = append(left, i)
-	}
-	return s.on, left
-}
-
-// trouble is the failure svcwrap is in, if any: when it began and which
-// failures were reported at the default verbosity.
-type trouble struct {
-	since    time.Time
-	reported map[string]bool
-}
-
-// failed notes a failed push. A failure is reported at LevelNotice once, when
-// it is known to persist: at once if retrying cannot heal it, otherwise after
-// persistAfter heartbeats. Every attempt is logged at debug level.
-func (s *syncer) failed(err error, retryIn time.Duration) {
-	log := s.log()
-	if s.trouble.since.IsZero() {
-		s.trouble = trouble{since: time.Now(), reported: map[string]bool{}}
-		log.Warn("consul", "error", err, "retry_in", retryIn.Round(time.Millisecond))
-	} else {
-		log.Debug("consul", "error", err, "retry_in", retryIn.Round(time.Millisecond))
-	}
-	key := failureKey(err)
-	lasted := time.Since(s.trouble.since)
-	if s.trouble.reported[key] || (!consulclient.Permanent(err) && lasted < persistAfter*s.cfg.Heartbeat) {
-		return
-	}
-	s.trouble.reported[key] = true
-	log.Log(context.Background(), LevelNotice, "consul: failing",
-		"for", lasted.Round(time.Millisecond), "error", err)
-	s.tell(fmt.Sprintf("Consul failing for %s: %v", lasted.Round(time.Second), err))
-}
-
-// failureKey tells one failure from another by what was asked of which agent
-// and the kind of failure, not by the text, which can change on every attempt
-// (a source port, a timing).
-func failureKey(err error) string {
-	var b strings.Builder
-	var walk func(error)
-	walk = func(e error) {
-		if ae, ok := e.(*consulclient.AgentError); ok {
-			fmt.Fprintf(&b, "%s|%s|%v;", ae.Op, ae.Agent, ae.Kind)
-			return
-		}
-		if errors.Is(e, errHeld) && !errors.As(e, new(*consulclient.AgentError)) {
-			b.WriteString("held;")
-			return
-		}
-		switch u := e.(type) {
-		case interface{ Unwrap() []error }:
-			for _, c := range u.Unwrap() {
-				walk(c)
-			}
-		case interface{ Unwrap() error }:
-			walk(u.Unwrap())
-		}
-	}
-	walk(err)
-	if b.Len() == 0 {
-		return err.Error()
-	}
-	return b.String()
-}
-
-// healed notes a successful push, and says so if a failure was reported.
-func (s *syncer) healed() {
-	if s.trouble.since.IsZero() {
-		return
-	}
-	if len(s.trouble.reported) > 0 {
-		s.log().Log(context.Background(), LevelNotice, "consul: works again",
-			"agent", s.reg.Addr(s.on), "after", time.Since(s.trouble.since).Round(time.Millisecond))
-	} else {
-		s.log().Warn("consul agent answers again", "agent", s.reg.Addr(s.on))
-	}
-	s.trouble = trouble{}
 }
 
 // heldByOther reports whether h is the registration of another svcwrap that is

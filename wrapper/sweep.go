@@ -1,0 +1,142 @@
+package wrapper
+
+// The sweeps: removing the copies of the registration left on agents the
+// syncer moved away from, or where a registration's outcome is unknown. Each
+// runs in a goroutine of its own, so that an agent that hangs delays nothing
+// else; the syncer stops a sweep before it registers on that agent again.
+
+import (
+	"context"
+	"maps"
+	"time"
+)
+
+// Backoff of a sweep, the removal of the copy left on an agent svcwrap moved
+// away from. An agent with a data dir restores that copy the moment it comes
+// back, passing if it is inside its TTL, so the sweep looks at least every
+// second: the duplicate is gone a moment after the agent answers again.
+const (
+	sweepFirst = 100 * time.Millisecond
+	sweepMax   = time.Second
+)
+
+// sweep is the removal of the copy on one agent, running in its own goroutine.
+type sweep struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	moved  bool // svcwrap was registered there; else a registration's outcome is unknown
+}
+
+// leave records that agent i may still hold a copy of the registration,
+// which svcwrap no longer keeps, and starts sweeping it. moved says svcwrap
+// was registered there and moved away, which is worth a notice when the copy
+// goes; otherwise a registration there may or may not have been applied.
+func (s *syncer) leave(i int, moved bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.left[i]; ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sw := &sweep{cancel: cancel, done: make(chan struct{}), moved: moved}
+	s.left[i] = sw
+	go func() {
+		defer close(sw.done)
+		s.sweep(ctx, i)
+	}()
+}
+
+// stopSweep ends the sweep of agent i, if one runs, and waits for it, so
+// that it cannot remove a registration made there from now on. The copy is
+// then the caller's again.
+func (s *syncer) stopSweep(i int) {
+	s.mu.Lock()
+	sw := s.left[i]
+	delete(s.left, i)
+	s.mu.Unlock()
+	if sw != nil {
+		sw.cancel()
+		<-sw.done
+	}
+}
+
+// stopSweeps ends every sweep; the agents stay in left, for the stop to
+// clean up.
+func (s *syncer) stopSweeps() {
+	s.mu.Lock()
+	all := maps.Clone(s.left)
+	s.mu.Unlock()
+	for _, sw := range all {
+		sw.cancel()
+		<-sw.done
+	}
+}
+
+// sweep removes this svcwrap's copy from agent i once that agent answers,
+// looking again with backoff until it does or ctx ends.
+func (s *syncer) sweep(ctx context.Context, i int) {
+	wait := sweepFirst
+	for {
+		if s.removeCopy(ctx, i) == nil {
+			s.mu.Lock()
+			delete(s.left, i)
+			s.mu.Unlock()
+			return
+		}
+		t := time.NewTimer(jitter(wait))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		wait = min(2*wait, sweepMax)
+	}
+}
+
+// removeCopy deregisters the service from agent i if the entry there is this
+// svcwrap's own; an entry of another svcwrap, or none, is left as it is.
+func (s *syncer) removeCopy(ctx context.Context, i int) error {
+	removed, err := s.deregisterOwn(ctx, i)
+	if err != nil || !removed {
+		return err
+	}
+	s.mu.Lock()
+	sw := s.left[i]
+	s.mu.Unlock()
+	if sw != nil && !sw.moved {
+		event(s.log(), "deregistered", "agent", s.reg.Addr(i))
+		return nil
+	}
+	s.log().Log(ctx, LevelNotice, "consul: removed the copy left on an agent svcwrap moved away from",
+		"agent", s.reg.Addr(i))
+	return nil
+}
+
+// deregisterOwn deregisters the service from agent i if the entry there is
+// this svcwrap's own, and reports whether it did.
+func (s *syncer) deregisterOwn(ctx context.Context, i int) (bool, error) {
+	h, err := s.reg.Holder(ctx, i, s.idOn(i))
+	s.hangUp()
+	if err != nil {
+		return false, err
+	}
+	if h == nil || h.Meta[metaInstance] != s.self.String() {
+		return false, nil
+	}
+	if err := s.reg.Deregister(ctx, i, s.idOn(i)); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// holdings says, once run has returned, where the registration is (-1:
+// nowhere) and which agents may still hold a copy.
+func (s *syncer) holdings() (on int, left []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.left {
+		left = append(left, i)
+	}
+	return s.on, left
+}
