@@ -108,7 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		cfg.Wrappers = append(cfg.Wrappers, s)
 		return nil
 	})
-	fs.StringVar(&cfg.Consul, "consul", defaultConsul(), "Consul agent binary ($SVCWRAP_CONSUL)")
+	fs.StringVar(&cfg.Consul, "consul", defaultConsul(), "Consul agent binary ($SVCWRAP_CONSUL_BIN)")
 	scale := fs.String("scale", "100,500,1000", "numbers of wrappers for the scale runs, comma-separated")
 	fs.DurationVar(&cfg.Idle, "idle", time.Minute, "idle window of the footprint measurement")
 	fs.DurationVar(&cfg.Hold, "hold", 30*time.Second, "how long N wrappers idle together (a few TTLs, to see lapses)")
@@ -176,7 +176,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 }
 
 func defaultConsul() string {
-	if p := os.Getenv("SVCWRAP_CONSUL"); p != "" {
+	if p := os.Getenv("SVCWRAP_CONSUL_BIN"); p != "" {
 		return p
 	}
 	return "bin/consul"
