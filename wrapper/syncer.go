@@ -283,12 +283,14 @@ func (s *syncer) push(ctx context.Context, current check.Result) error {
 	if s.on < 0 || ctx.Err() != nil {
 		return err // the ID was taken there; or svcwrap stops
 	}
-	// The agent may come back restarted, its service gone and the ID taken
-	// by another svcwrap in between: look before the next heartbeat.
-	s.doubt = true
 	if !errors.Is(err, consulclient.ErrUnreachable) {
 		return err // the agent answers: retry it
 	}
+	// The agent may come back restarted, its service gone and the ID taken
+	// by another svcwrap in between: look before the next heartbeat. (An
+	// agent that answers, if only to refuse, has not restarted: a host's
+	// wrappers refused together do not double their requests.)
+	s.doubt = true
 	if s.lost.IsZero() {
 		s.lost = began // a hung agent has already cost a timeout
 	}
