@@ -264,3 +264,36 @@ func TestStop_BudgetCountsConsulTimeOnly(t *testing.T) {
 	requireBefore(t, r.j, "status web critical", "signal SIGTERM")
 	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
 }
+
+// A deregistration the agent still refuses when the stop's Consul budget has
+// run out does not hold the child's stop: the stop signal goes out, and the
+// deregistration goes on being retried while the child stops, so the entry
+// goes once the agent admits it (a host's wrappers stopped together).
+func TestStop_RefusedDeregistrationRetriedWhileTheChildStops(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, fmt.Errorf("deregister: %w", consulclient.ErrRefused), false, nil)
+	r.sigs <- syscall.SIGTERM
+	r.j.waitFor(t, "signal SIGTERM")
+	attempts := countPrefix(r.j, "deregister-attempt")
+	consultestEventually(t, func() bool { return countPrefix(r.j, "deregister-attempt") > attempts }, func() string { return fmt.Sprint(r.j.all()) })
+	r.reg.set(0, nil, false, nil) // the agent admits it now
+	res := r.wait(t)
+	assert.Equal(t, 128+15, res.code)
+	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
+}
+
+// A second stop signal gives up on those retries at once.
+func TestStop_SecondSignalEndsLateRetries(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Hour}
+	r := startFake(t, cfg, nil) // ignores SIGTERM
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, fmt.Errorf("deregister: %w", consulclient.ErrRefused), false, nil)
+	r.sigs <- syscall.SIGTERM
+	r.j.waitFor(t, "signal SIGTERM")
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+9, res.code)
+	assert.Equal(t, -1, r.j.index("deregister web"), "%q", r.j.all())
+}

@@ -249,6 +249,9 @@ type stopper struct {
 	killDeadline time.Time // when the kill timeout of a forwarded stop runs out
 	killed       bool
 	hurried      bool // a stop signal came while Consul refused: no more retries
+	stopBegan    time.Time
+	late         sync.WaitGroup // a deregistration still refused when the child heard the stop
+	cancelLate   context.CancelFunc
 }
 
 // signal handles one signal svcwrap received: a stop signal starts the stop
@@ -275,6 +278,7 @@ func (s *stopper) signal(sig os.Signal) {
 		event(s.cfg.Logger, "second stop signal: killing the process group", "signal", signals.Name(ssig))
 		s.cfg.Notify.Status("stopping: second stop signal, killed the process group")
 		s.kill()
+		s.giveUpOnConsul()
 		return
 	}
 	event(s.cfg.Logger, "stopping", "signal", signals.Name(ssig))
@@ -293,6 +297,7 @@ func (s *stopper) begin(received syscall.Signal) {
 	if s.cfg.StopSignal != 0 {
 		s.requested = s.cfg.StopSignal
 	}
+	s.stopBegan = time.Now()
 	s.cfg.Notify.Stopping("stopping on " + signals.Name(received) + ": turning traffic away")
 	s.turnAway()
 	if s.cfg.Drain <= 0 {
@@ -403,7 +408,7 @@ func (s *stopper) deregister() {
 		return
 	}
 	var taken bool
-	err := s.persist(func(ctx context.Context) error {
+	call := func(ctx context.Context) error {
 		if !s.sync.doubt {
 			return s.reg.Deregister(ctx, on, s.sync.idOn(on))
 		}
@@ -412,7 +417,12 @@ func (s *stopper) deregister() {
 		removed, err := s.sync.deregisterOwn(ctx, on)
 		taken = err == nil && !removed
 		return err
-	})
+	}
+	err := s.persist(call)
+	if errors.Is(err, consulclient.ErrRefused) && s.stopping && !s.hurried {
+		s.deregisterLate(on, call)
+		return
+	}
 	if taken {
 		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: not deregistering: the service ID is another svcwrap's now", "agent", s.reg.Addr(on))
 		s.deregistered = true
@@ -425,6 +435,45 @@ func (s *stopper) deregister() {
 	}
 	s.deregistered = true
 	event(s.cfg.Logger, "deregistered", "agent", s.reg.Addr(on))
+}
+
+// deregisterLate goes on retrying a deregistration the agent still refused
+// when the stop's budget for Consul ran out, in the background while the
+// child stops, until the latest moment the stop may end (--consul-timeout +
+// --drain + --kill-timeout after it began; finish waits for it). A host's
+// wrappers stopped together are refused by their agent beyond its per-IP
+// connection limit: the child must hear the stop in time, and the entry
+// must still go, not wait a minute for the reaper.
+func (s *stopper) deregisterLate(on int, call func(context.Context) error) {
+	deadline := s.stopBegan.Add(s.cfg.ConsulTimeout + s.cfg.Drain + s.cfg.KillTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	s.cancelLate = cancel
+	event(s.cfg.Logger, "deregistration still refused: retrying while the command stops", "agent", s.reg.Addr(on), "until", deadline.Format(time.RFC3339Nano))
+	s.late.Add(1)
+	go func() {
+		defer s.late.Done()
+		defer cancel()
+		wait := persistFirst
+		for {
+			err := call(ctx)
+			switch {
+			case err == nil:
+				event(s.cfg.Logger, "deregistered", "agent", s.reg.Addr(on), "late", true)
+				return
+			case !errors.Is(err, consulclient.ErrRefused) || ctx.Err() != nil:
+				s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: deregister failed: the entry stays, critical once its TTL lapses, until Consul's reaper removes it",
+					"agent", s.reg.Addr(on), "reaper_after", s.cfg.DeregisterAfter, "error", err)
+				return
+			}
+			t := time.NewTimer(jitter(wait))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+			wait = min(2*wait, persistMax)
+		}
+	}()
 }
 
 // markCritical keeps the service but turns its check critical with output,
@@ -561,14 +610,23 @@ func (s *stopper) hurry(sig os.Signal) bool {
 		name = signals.Name(ssig)
 	}
 	s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", name)
-	s.hurried = true
-	if s.cancelSweeps != nil {
-		s.cancelSweeps()
-	}
+	s.giveUpOnConsul()
 	if s.stopping {
 		s.kill()
 	}
 	return true
+}
+
+// giveUpOnConsul ends every retry and removal still under way: a second stop
+// signal means now (the TTL and the reaper will clean up).
+func (s *stopper) giveUpOnConsul() {
+	s.hurried = true
+	if s.cancelSweeps != nil {
+		s.cancelSweeps()
+	}
+	if s.cancelLate != nil {
+		s.cancelLate()
+	}
 }
 
 // jitter spreads d over [d/2, d], so that wrappers refused together do not
@@ -585,6 +643,7 @@ func (s *stopper) finish(exit signals.Exit) (int, error) {
 	s.abandon()
 	s.settle(exit)
 	s.sweeps.Wait() // bounded by the stop's budget
+	s.late.Wait()   // bounded by the stop's end
 	if s.cancelSweeps != nil {
 		s.cancelSweeps()
 	}
