@@ -7,6 +7,7 @@ package wrapper
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"time"
 )
@@ -75,14 +76,22 @@ func (s *syncer) stopSweeps() {
 // sweep removes this svcwrap's copy from agent i once that agent answers,
 // looking again with backoff until it does or ctx ends.
 func (s *syncer) sweep(ctx context.Context, i int) {
-	wait := sweepFirst
-	for {
-		if s.removeCopy(ctx, i) == nil {
-			s.mu.Lock()
-			delete(s.left, i)
-			s.mu.Unlock()
-			return
+	retry(ctx, sweepFirst, sweepMax, func() bool {
+		if s.removeCopy(ctx, i) != nil {
+			return false
 		}
+		s.mu.Lock()
+		delete(s.left, i)
+		s.mu.Unlock()
+		return true
+	})
+}
+
+// retry calls try until it reports done or ctx ends, waiting between calls
+// from first, doubling up to max, with jitter.
+func retry(ctx context.Context, first, max time.Duration, try func() (done bool)) {
+	wait := first
+	for !try() {
 		t := time.NewTimer(jitter(wait))
 		select {
 		case <-t.C:
@@ -90,7 +99,7 @@ func (s *syncer) sweep(ctx context.Context, i int) {
 			t.Stop()
 			return
 		}
-		wait = min(2*wait, sweepMax)
+		wait = min(2*wait, max)
 	}
 }
 
@@ -98,6 +107,9 @@ func (s *syncer) sweep(ctx context.Context, i int) {
 // svcwrap's own; an entry of another svcwrap, or none, is left as it is.
 func (s *syncer) removeCopy(ctx context.Context, i int) error {
 	removed, err := s.deregisterOwn(ctx, i)
+	if errors.Is(err, errNotOurs) {
+		return nil
+	}
 	if err != nil || !removed {
 		return err
 	}
@@ -113,21 +125,40 @@ func (s *syncer) removeCopy(ctx context.Context, i int) error {
 	return nil
 }
 
+// errNotOurs means the entry on an agent is another svcwrap's (it took the
+// ID over): it is left as it is.
+var errNotOurs = errors.New("the service ID is another svcwrap's now")
+
 // deregisterOwn deregisters the service from agent i if the entry there is
-// this svcwrap's own, and reports whether it did.
+// this svcwrap's own, and reports whether it did; errNotOurs if the entry is
+// another's.
 func (s *syncer) deregisterOwn(ctx context.Context, i int) (bool, error) {
+	defer s.hangUp()
 	h, err := s.reg.Holder(ctx, i, s.idOn(i))
-	s.hangUp()
 	if err != nil {
 		return false, err
 	}
-	if h == nil || h.Meta[metaInstance] != s.self.String() {
+	if h == nil {
 		return false, nil
+	}
+	if h.Meta[metaInstance] != s.self.String() {
+		return false, errNotOurs
 	}
 	if err := s.reg.Deregister(ctx, i, s.idOn(i)); err != nil {
 		return false, err
 	}
 	return true, nil
+}
+
+// deregisterOn removes the registration from agent i, the one it is on, at
+// stop. If the agent did not answer since svcwrap last looked there, the ID
+// may be another svcwrap's by now: it looks first (errNotOurs).
+func (s *syncer) deregisterOn(ctx context.Context, i int) error {
+	if !s.doubt {
+		return s.reg.Deregister(ctx, i, s.idOn(i))
+	}
+	_, err := s.deregisterOwn(ctx, i)
+	return err
 }
 
 // holdings says, once run has returned, where the registration is (-1:

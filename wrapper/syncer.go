@@ -37,8 +37,8 @@ const (
 // soon as that agent answers again. It does not move back while the agent it
 // moved to answers: a move costs a moment with two entries or none, and the
 // entry's address is the host's either way. Before it writes to an agent it
-// has not registered with, or after any failure there, it looks up who holds
-// the ID (claim). Failures are told to the operator by trouble.go.
+// has not registered with, or after that agent did not answer, it looks up
+// who holds the ID (claim). Failures are told to the operator by trouble.go.
 type syncer struct {
 	cfg     Config
 	reg     Registry
@@ -59,7 +59,7 @@ type syncer struct {
 	critical  time.Time // when the check was last (re-)registered while critical
 	trouble   trouble
 	held      map[int]bool // agents where another svcwrap's entry was reported
-	announced string       // the last STATUS= told to cfg.Notify
+	announced announcement // what cfg.Notify was last told
 
 	// Shared by run and the sweeps.
 	mu   sync.Mutex
@@ -110,12 +110,14 @@ func (s *syncer) setLogger(l *slog.Logger) { s.logger.Store(l) }
 // announce tells the service manager the status Consul has just accepted:
 // READY=1 the first time it is passing, a STATUS= line whenever it reads
 // differently. Notify never blocks, so neither does the syncer.
+// Each heartbeat comes here: the status line is only made when it changed.
 func (s *syncer) announce(current check.Result) {
-	status := fmt.Sprintf("%s in Consul (agent %s): %s", current.Status, s.reg.Addr(s.on), current.Output)
-	if status == s.announced {
+	a := announcement{current: current, on: s.on, set: true}
+	if a == s.announced {
 		return
 	}
-	s.announced = status
+	s.announced = a
+	status := fmt.Sprintf("%s in Consul (agent %s): %s", current.Status, s.reg.Addr(s.on), current.Output)
 	if current.Status == check.Passing {
 		s.cfg.Notify.Ready(status)
 		return
@@ -126,8 +128,16 @@ func (s *syncer) announce(current check.Result) {
 // tell puts a line of trouble in the service manager's status; the next
 // accepted status replaces it.
 func (s *syncer) tell(status string) {
-	s.announced = status
+	s.announced = announcement{}
 	s.cfg.Notify.Status(status)
+}
+
+// announcement is a status told to the service manager: the result and the
+// agent that accepted it.
+type announcement struct {
+	current check.Result
+	on      int
+	set     bool
 }
 
 // want hands the syncer the newest check result without ever blocking: an
@@ -216,14 +226,10 @@ func (s *syncer) run(ctx context.Context) {
 // prepare looks up the ID on the first agent and, when the registration may
 // have to go through another agent, learns the first agent's node address.
 func (s *syncer) prepare(ctx context.Context) error {
-	if s.reg.Agents() > 1 && s.service.Address == "" {
-		if addr, err := s.reg.NodeAddress(ctx, 0); err == nil {
-			s.home = addr
-		}
-	}
 	switch err := s.claim(ctx, 0); {
 	case err == nil:
 		s.claimed = 0
+		s.learnHome(ctx)
 		return nil
 	case errors.Is(err, errHeld):
 		return fmt.Errorf("%w: %w", ErrIDInUse, err)
@@ -233,10 +239,10 @@ func (s *syncer) prepare(ctx context.Context) error {
 }
 
 // await waits for a status that differs from current, the heartbeat, or the
-// retry, and reports false when ctx ends first. An unchanged status is no news:
-// the check loop hands one over every check interval, and sending each would
-// cost the agent a request a second per wrapper where a heartbeat every ttl/3
-// keeps the TTL just as true. A failed push is retried by the timer.
+// retry, and reports false when ctx ends first. An unchanged status is no news
+// (want drops most of them already): sending each would cost the agent a
+// request where a heartbeat every ttl/3 keeps the TTL just as true. A failed
+// push is retried by the timer.
 func (s *syncer) await(ctx context.Context, timer *time.Timer, current *check.Result) bool {
 	for {
 		select {
@@ -474,13 +480,21 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 		s.log().Log(ctx, LevelNotice, "consul: moved to another agent",
 			"from", s.reg.Addr(prev), "to", s.reg.Addr(i))
 	}
-	if i == 0 && s.home == "" && s.reg.Agents() > 1 && s.service.Address == "" {
-		// Learned now, for a move: the first agent did not answer at start.
-		if addr, err := s.reg.NodeAddress(ctx, 0); err == nil {
-			s.home = addr
-		}
+	if i == 0 {
+		s.learnHome(ctx) // for a move, if the first agent did not answer at start
 	}
 	return nil
+}
+
+// learnHome learns the first agent's node address, once, when a move to
+// another agent may need it: several agents, no --address.
+func (s *syncer) learnHome(ctx context.Context) {
+	if s.home != "" || s.reg.Agents() == 1 || s.service.Address != "" {
+		return
+	}
+	if addr, err := s.reg.NodeAddress(ctx, 0); err == nil {
+		s.home = addr
+	}
 }
 
 // noAddress is why svcwrap does not register through agent i: it does not

@@ -407,34 +407,33 @@ func (s *stopper) deregister() {
 		s.deregistered = true // registered nowhere; copies are swept
 		return
 	}
-	var taken bool
-	call := func(ctx context.Context) error {
-		if !s.sync.doubt {
-			return s.reg.Deregister(ctx, on, s.sync.idOn(on))
-		}
-		// The agent failed since svcwrap last looked there: the ID may be
-		// another svcwrap's by now.
-		removed, err := s.sync.deregisterOwn(ctx, on)
-		taken = err == nil && !removed
-		return err
-	}
+	call := func(ctx context.Context) error { return s.sync.deregisterOn(ctx, on) }
 	err := s.persist(call)
 	if errors.Is(err, consulclient.ErrRefused) && s.stopping && !s.hurried {
 		s.deregisterLate(on, call)
 		return
 	}
-	if taken {
+	s.deregistered = s.deregisteredOn(on, err, false)
+}
+
+// deregisteredOn says how a deregistration from agent on ended, and reports
+// whether the entry is gone or not svcwrap's to remove.
+func (s *stopper) deregisteredOn(on int, err error, late bool) bool {
+	switch {
+	case errors.Is(err, errNotOurs):
 		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: not deregistering: the service ID is another svcwrap's now", "agent", s.reg.Addr(on))
-		s.deregistered = true
-		return
-	}
-	if err != nil {
+		return true
+	case err != nil:
 		s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: deregister failed: the entry stays, critical once its TTL lapses, until Consul's reaper removes it",
 			"agent", s.reg.Addr(on), "reaper_after", s.cfg.DeregisterAfter, "error", err)
-		return
+		return false
 	}
-	s.deregistered = true
-	event(s.cfg.Logger, "deregistered", "agent", s.reg.Addr(on))
+	if late {
+		event(s.cfg.Logger, "deregistered", "agent", s.reg.Addr(on), "late", true)
+	} else {
+		event(s.cfg.Logger, "deregistered", "agent", s.reg.Addr(on))
+	}
+	return true
 }
 
 // deregisterLate goes on retrying a deregistration the agent still refused
@@ -453,26 +452,12 @@ func (s *stopper) deregisterLate(on int, call func(context.Context) error) {
 	go func() {
 		defer s.late.Done()
 		defer cancel()
-		wait := persistFirst
-		for {
-			err := call(ctx)
-			switch {
-			case err == nil:
-				event(s.cfg.Logger, "deregistered", "agent", s.reg.Addr(on), "late", true)
-				return
-			case !errors.Is(err, consulclient.ErrRefused) || ctx.Err() != nil:
-				s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: deregister failed: the entry stays, critical once its TTL lapses, until Consul's reaper removes it",
-					"agent", s.reg.Addr(on), "reaper_after", s.cfg.DeregisterAfter, "error", err)
-				return
-			}
-			t := time.NewTimer(jitter(wait))
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
-			wait = min(2*wait, persistMax)
-		}
+		var err error
+		retry(ctx, persistFirst, persistMax, func() bool {
+			err = call(ctx)
+			return !errors.Is(err, consulclient.ErrRefused)
+		})
+		s.deregisteredOn(on, err, true)
 	}()
 }
 
