@@ -43,8 +43,8 @@ func badCases() map[string]badCase {
 	long := func(c byte, n int) string { return strings.Repeat(string(c), n) }
 	return map[string]badCase{
 		// Service names and IDs the agent's HTTP paths cannot hold.
-		"name-empty":            {args: []string{""}, want: "missing service name"},
-		"name-white-space":      {args: []string{" \t"}, want: "missing service name"},
+		"name-empty":            {args: []string{""}, want: "empty service name"},
+		"name-white-space":      {args: []string{" \t"}, want: `service name " \t": only white space`},
 		"name-slash":            {args: []string{"a/b"}, want: `service name "a/b": contains "/"`},
 		"name-dot":              {args: []string{"."}, want: `service name "."`},
 		"name-dot-dot":          {args: []string{".."}, want: `service name ".."`},
@@ -86,6 +86,7 @@ func badCases() map[string]badCase {
 		"meta-empty-key":         {args: []string{"--meta", "=v", "web"}, want: "want key=value"},
 		"meta-key-given-twice":   {args: []string{"--meta", "a=1", "--meta", "a=2", "web"}, want: "given twice"},
 		"meta-from-env":          {args: []string{"web"}, env: []string{"SVCWRAP_META=a.b=1"}, want: "only A-Z"},
+		"tag-empty":              {args: []string{"--tag", " ", "web"}, want: "empty tag"},
 		"address-url":            {args: []string{"--address", "http://10.0.0.1", "web"}, want: "want an IP address or a host name"},
 		"address-host-port":      {args: []string{"--address", "10.0.0.1:80", "web"}, want: "want an IP address or a host name"},
 		"address-v6-brackets":    {args: []string{"--address", "[::1]", "web"}, want: "want an IP address or a host name"},
@@ -133,6 +134,13 @@ func badCases() map[string]badCase {
 		"consul-timeout-zero":       {args: []string{"--consul-timeout", "0s", "web"}, want: "must be positive"},
 		"consul-timeout-negative":   {args: []string{"--consul-timeout", "-1s", "web"}, want: "must be positive"},
 		"deregister-after-negative": {args: []string{"--deregister-after", "-1", "web"}, want: "must not be negative"},
+		"ttl-negative":              {args: []string{"--ttl", "-5", "web"}, want: "ttl -5s: must be positive"},
+		"heartbeat-negative":        {args: []string{"--heartbeat", "-1s", "web"}, want: "heartbeat -1s: must be positive"},
+		"kill-timeout-zero":         {args: []string{"--kill-timeout", "0", "web"}, want: "--kill-timeout 0s: must be positive"},
+		"kill-timeout-negative":     {args: []string{"--kill-timeout", "-1s", "web"}, want: "kill timeout -1s: must be positive"},
+		"drain-negative":            {args: []string{"--drain", "-1s", "web"}, want: "drain -1s: must not be negative"},
+
+		"token-file-unreadable": {args: []string{"--token-file", "/nonexistent/token", "web"}, want: "read token file: open /nonexistent/token"},
 
 		// Checks: --check, its timings and thresholds.
 		"check-unknown-kind":    {args: []string{"--check", "grpc:127.0.0.1:1", "web"}, want: `unknown kind "grpc"`},
@@ -148,7 +156,7 @@ func badCases() map[string]badCase {
 		"check-timeout-below":   {args: []string{"--check-timeout", "9ms", "web"}, want: "--check-timeout 9ms: below the minimum of 10ms"},
 		"check-timeout-zero":    {args: []string{"--check-timeout", "0", "web"}, want: "must be positive"},
 		"interval-below":        {args: []string{"--interval", "0.001", "web"}, want: "--interval 1ms: below the minimum of 10ms"},
-		"grace-negative":        {args: []string{"--grace", "-1s", "web"}, want: "--grace -1s: must not be negative"},
+		"grace-negative":        {args: []string{"--grace", "-1s", "web"}, want: "grace -1s: must not be negative"},
 		"grace-not-duration":    {args: []string{"--grace", "soon", "web"}, want: "--grace"},
 		"fail-after-zero":       {args: []string{"--fail-after", "0", "web"}, want: "--fail-after 0: want at least 1"},
 		"pass-after-negative":   {args: []string{"--pass-after", "-2", "web"}, want: "--pass-after -2: want at least 1"},

@@ -331,11 +331,6 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 		}
 		meta[k] = v
 	}
-	for _, t := range o.tags {
-		if strings.TrimSpace(t) == "" {
-			return cfg, ccfg, errors.New("--tag: empty tag")
-		}
-	}
 	timings := []struct {
 		name  string
 		d     time.Duration
@@ -355,15 +350,15 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 		if !fs.Changed(t.name) {
 			continue // the defaults are above the floors; the heartbeat's is ttl/3
 		}
-		if t.d <= 0 {
+		switch {
+		case t.d == 0, t.d < 0 && t.name == "consul-timeout":
+			// wrapper.Config reads these as "the default", so only here,
+			// where the flag was given, are they a mistake. The other
+			// negatives Validate refuses.
 			return cfg, ccfg, fmt.Errorf("--%s %s: must be positive", t.name, t.d)
-		}
-		if t.d < t.floor {
+		case t.d > 0 && t.d < t.floor:
 			return cfg, ccfg, fmt.Errorf("--%s %s: below the minimum of %s", t.name, t.d, t.floor)
 		}
-	}
-	if o.drain < 0 {
-		return cfg, ccfg, fmt.Errorf("--drain %s: must not be negative", time.Duration(o.drain))
 	}
 	if err := o.checkFlags(); err != nil {
 		return cfg, ccfg, err
@@ -428,11 +423,6 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 	cfg.Env = childEnv(environ, o.passToken)
 	if cfg.Notify, cfg.Watchdog, err = notifier(fs, o.notify, environ); err != nil {
 		return cfg, ccfg, err
-	}
-	if o.tokenFile != "" {
-		if _, err := os.ReadFile(o.tokenFile); err != nil {
-			return cfg, ccfg, fmt.Errorf("--token-file: %w", err)
-		}
 	}
 	ccfg = consulclient.Config{
 		Addrs:     addrs,

@@ -1,22 +1,11 @@
 package main
 
-import (
-	"fmt"
-	"time"
+import "fmt"
 
-	"github.com/svcwrap/svcwrap/check"
-)
-
-// checkFlags checks --check, --grace, --fail-after and --pass-after.
+// checkFlags checks --fail-after and --pass-after: wrapper.Config reads zero
+// as one, so only here is a count below one a mistake. Config.Validate
+// checks --check and --grace.
 func (o *options) checkFlags() error {
-	for _, c := range o.checks {
-		if _, err := check.ParseSpec(c); err != nil {
-			return fmt.Errorf("--check: %w", err)
-		}
-	}
-	if o.grace < 0 {
-		return fmt.Errorf("--grace %s: must not be negative", time.Duration(o.grace))
-	}
 	if o.failAfter < 1 {
 		return fmt.Errorf("--fail-after %d: want at least 1", o.failAfter)
 	}

@@ -67,10 +67,9 @@ func TestHostLock_SimultaneousStarts(t *testing.T) {
 			consultest.WaitServiceStatus(t, agent.Client, id, api.HealthPassing, wait)
 			svc, _, err := agent.Client.Agent().Service(id, nil)
 			require.NoError(t, err)
-			instance := strings.Split(svc.Meta["svcwrap_instance"], "/")
-			require.Len(t, instance, 4, "host/pid/start/pidns: meta %v", svc.Meta)
-			assert.Equal(t, host, instance[0])
-			assert.Equal(t, strconv.Itoa(winner.cmd.Process.Pid), instance[1], "the entry is the winner's")
+			instance := svc.Meta["svcwrap_instance"]
+			assert.True(t, strings.HasPrefix(instance, host+"/"), "host/pid/start/pidns: meta %v", svc.Meta)
+			assert.Equal(t, winner.cmd.Process.Pid, instancePID(instance), "the entry is the winner's: meta %v", svc.Meta)
 			select {
 			case <-winner.done:
 				t.Fatalf("the winner exited %d:\n%s", winner.code, winner.errOut)

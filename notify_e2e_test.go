@@ -6,12 +6,9 @@ package main
 
 import (
 	"encoding/json"
-	"net"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,58 +20,30 @@ import (
 	"github.com/svcwrap/svcwrap/internal/consultest"
 )
 
-// notifySocket is systemd's end of NOTIFY_SOCKET: it collects every
-// assignment svcwrap sends, in order. On READY=1 it asks the agent, at once,
-// for the service's status, which it records as "consul=<status>".
-type notifySocket struct {
-	path string
-	conn *net.UnixConn
+// notifySocket is systemd's end of NOTIFY_SOCKET. On READY=1 it asks the
+// agent, at once, for the service's status, which it records after the
+// message's fields as "consul=<status>".
+type notifySocket struct{ *consultest.NotifySocket }
 
-	mu     sync.Mutex
-	fields []string
-}
-
-func listenNotify(t *testing.T, agent *consultest.Agent, id string) *notifySocket {
+func listenNotify(t *testing.T, agent *consultest.Agent, id string) notifySocket {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	require.NoError(t, err)
-	n := &notifySocket{path: path, conn: conn}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		for {
-			size, err := conn.Read(buf)
-			if err != nil {
-				return // closed by the cleanup
-			}
-			msg := strings.Split(string(buf[:size]), "\n")
-			if slices.Contains(msg, "READY=1") {
-				status, _ := checkStatus(t, agent.Client, id)
-				msg = append(msg, "consul="+status)
-			}
-			n.mu.Lock()
-			n.fields = append(n.fields, msg...)
-			n.mu.Unlock()
+	return notifySocket{consultest.ListenNotify(t, func(msg []string) []string {
+		if slices.Contains(msg, "READY=1") {
+			status, _ := checkStatus(t, agent.Client, id)
+			msg = append(msg, "consul="+status)
 		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
-	return n
+		return msg
+	})}
 }
 
-func (n *notifySocket) all() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.fields)
-}
+func (n notifySocket) all() []string { return n.Fields() }
 
 // index is the position of the first field with prefix, or -1.
-func (n *notifySocket) index(prefix string) int {
+func (n notifySocket) index(prefix string) int {
 	return slices.IndexFunc(n.all(), func(f string) bool { return strings.HasPrefix(f, prefix) })
 }
 
-func (n *notifySocket) count(field string) int {
+func (n notifySocket) count(field string) int {
 	c := 0
 	for _, f := range n.all() {
 		if f == field {
@@ -84,11 +53,9 @@ func (n *notifySocket) count(field string) int {
 	return c
 }
 
-func (n *notifySocket) waitFor(t *testing.T, prefix string) {
+func (n notifySocket) waitFor(t *testing.T, prefix string) {
 	t.Helper()
-	consultest.Eventually(t, wait, func() (bool, string) {
-		return n.index(prefix) >= 0, strings.Join(n.all(), " | ")
-	}, "a "+prefix+" notification")
+	n.WaitFor(t, wait, func(f string) bool { return strings.HasPrefix(f, prefix) }, "a "+prefix+" notification")
 }
 
 // READY=1 only once Consul has the service passing, STATUS= as it changes,
@@ -97,7 +64,7 @@ func (n *notifySocket) waitFor(t *testing.T, prefix string) {
 func TestNotify_Systemd(t *testing.T) {
 	agent := consultest.StartAgent(t)
 	n := listenNotify(t, agent, "notified")
-	t.Setenv("NOTIFY_SOCKET", n.path)
+	t.Setenv("NOTIFY_SOCKET", n.Path)
 	t.Setenv("WATCHDOG_USEC", "200000") // a keep-alive every 100ms
 	port := freePort(t)
 	args := append([]string{"--port", strconv.Itoa(port), "notified", "--"}, helperArgv("listener", strconv.Itoa(port))...)
@@ -133,7 +100,7 @@ func TestNotify_Systemd(t *testing.T) {
 func TestNotify_NotPassedToChild(t *testing.T) {
 	agent := consultest.StartAgent(t)
 	n := listenNotify(t, agent, "envcheck")
-	t.Setenv("NOTIFY_SOCKET", n.path)
+	t.Setenv("NOTIFY_SOCKET", n.Path)
 	t.Setenv("WATCHDOG_USEC", "30000000")
 	t.Setenv("WATCHDOG_PID", "") // unset in effect: any pid
 	t.Setenv("SVCWRAP_TEST_KEEP", "kept")
@@ -156,7 +123,7 @@ func TestNotify_Flag(t *testing.T) {
 
 	agent := consultest.StartAgent(t)
 	n := listenNotify(t, agent, "untold")
-	t.Setenv("NOTIFY_SOCKET", n.path)
+	t.Setenv("NOTIFY_SOCKET", n.Path)
 	w := start(t, agent, "--notify=false", "untold", "--", "true")
 	assert.Equal(t, 0, w.wait(wait))
 	w.errOut.waitEOF(t, wait)

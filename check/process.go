@@ -30,15 +30,5 @@ func Describe(ctx context.Context, pid int) string {
 	if len(cmd) > maxCommand {
 		cmd = strings.ToValidUTF8(cmd[:maxCommand], "") + "…"
 	}
-	return name + ": " + oneLineText(cmd)
-}
-
-// oneLineText drops what would break a one-line output.
-func oneLineText(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\r' || r < ' ' {
-			return ' '
-		}
-		return r
-	}, s)
+	return name + ": " + printable(cmd)
 }

@@ -137,13 +137,7 @@ func readPrefix(r *os.File, max int) []byte {
 // unprintable characters, at most maxScriptLine bytes.
 func firstLine(out []byte) string {
 	for _, line := range strings.Split(string(out), "\n") {
-		line = strings.Map(func(r rune) rune {
-			if unicode.IsPrint(r) {
-				return r
-			}
-			return -1
-		}, line)
-		if line = strings.TrimSpace(line); line == "" {
+		if line = strings.TrimSpace(printable(line)); line == "" {
 			continue
 		}
 		if len(line) > maxScriptLine {
@@ -152,4 +146,16 @@ func firstLine(out []byte) string {
 		return line
 	}
 	return ""
+}
+
+// printable is s without the runes unicode.IsPrint refuses: control
+// characters, but also line separators and the like, which would break a
+// check's one-line output.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return -1
+	}, s)
 }

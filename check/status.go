@@ -51,9 +51,12 @@ func (s Status) severity() Status {
 
 // Result is one evaluation of a check.
 //
-// Output must be a constant string for a given Status and configuration: no
-// timestamps, counters, durations or PIDs that change between evaluations,
-// because Consul replicates a check to its servers whenever its output changes.
+// Output should be the same from one evaluation to the next while Status
+// is: no timestamps, counters or durations, because Consul replicates a check
+// to its servers whenever its output changes (a script's first line is the
+// script's to keep steady). svcwrap's supervisor adds the child, "(pid N:
+// command)" as Describe names it, only when the combined status changes, and
+// hands Consul the same output, byte for byte, while it stays.
 type Result struct {
 	Status Status
 	Output string

@@ -279,14 +279,14 @@ func TestSystemdUnit_ExecStart(t *testing.T) {
 			web := webArgv("-listen", loopback(port), "-report", string(rep),
 				"-agent", agent.HTTPAddr, "-service", "web", "-term-exit", tc.termExit)
 			env := withAgent(t, unit.environment(), agent.HTTPAddr)
-			notify := listenNotify(t)
+			notify := consultest.ListenNotify(t, nil)
 			watchdog := systemdSeconds(t, unit.last("Service", "WatchdogSec"))
-			env = append(env, "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC="+strconv.FormatInt(watchdog.Microseconds(), 10))
+			env = append(env, "NOTIFY_SOCKET="+notify.Path, "WATCHDOG_USEC="+strconv.FormatInt(watchdog.Microseconds(), 10))
 			// systemd starts a service in a session of its own, stdin /dev/null.
 			svcwrap := startProcess(t, localArgv(t, argv, port, web), env)
 
 			consultest.WaitServiceStatus(t, agent.Client, "web", api.HealthPassing, wait)
-			notify.waitFor(t, "READY=1")
+			notify.WaitFor(t, wait, func(f string) bool { return f == "READY=1" }, "READY=1 on the notify socket")
 			assertHTTPCheck(t, agent, port)
 			svc, _, err := agent.Client.Agent().Service("web", nil)
 			require.NoError(t, err)
@@ -296,7 +296,7 @@ func TestSystemdUnit_ExecStart(t *testing.T) {
 			svcwrap.signal(t, syscall.SIGTERM)
 			code := svcwrap.wait(t)
 			assert.Equal(t, tc.want, code, "svcwrap's stderr:\n%s", svcwrap.out)
-			assert.Contains(t, notify.all(), "STOPPING=1")
+			assert.Contains(t, notify.Fields(), "STOPPING=1")
 			assert.True(t, clean[code], "status %d is a failure to systemd: Restart=on-failure would restart a stopped unit", code)
 			assert.Equal(t, 1, rep.count("term registered=false"), "web heard SIGTERM while still registered:\n%s", rep)
 			consultest.WaitServiceGone(t, agent.Client, "web", wait)

@@ -2,20 +2,15 @@ package examples_test
 
 import (
 	"bytes"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/svcwrap/svcwrap/internal/consultest"
 )
 
 // maxExposure is the highest `systemd-analyze security` rating a shipped
@@ -91,49 +86,4 @@ func TestSystemdUnit_NotifyAndHardening(t *testing.T) {
 	}
 	assert.Contains(t, unit.list("Service", "ReadWritePaths"), "/run/svcwrap", "the host lock is shared across units")
 	assert.Contains(t, unit.list("Service", "RestrictAddressFamilies"), "AF_NETLINK", "the --port check reads the socket tables over netlink")
-}
-
-// notifySocket is systemd's end of NOTIFY_SOCKET, for a unit's ExecStart
-// run by hand: a real unixgram socket whose assignments are collected in
-// order.
-type notifySocket struct {
-	path   string
-	mu     sync.Mutex
-	fields []string
-}
-
-func listenNotify(t *testing.T) *notifySocket {
-	t.Helper()
-	n := &notifySocket{path: filepath.Join(t.TempDir(), "notify.sock")}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 4096)
-		for {
-			size, err := conn.Read(buf)
-			if err != nil {
-				return
-			}
-			n.mu.Lock()
-			n.fields = append(n.fields, strings.Split(string(buf[:size]), "\n")...)
-			n.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
-	return n
-}
-
-func (n *notifySocket) all() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return slices.Clone(n.fields)
-}
-
-func (n *notifySocket) waitFor(t *testing.T, field string) {
-	t.Helper()
-	consultest.Eventually(t, wait, func() (bool, string) {
-		return slices.Contains(n.all(), field), strings.Join(n.all(), " | ")
-	}, field+" on the notify socket")
 }

@@ -80,7 +80,8 @@ type Config struct {
 	// (consulclient.ValidateServiceAddress). Empty: the agent's node address.
 	Address string
 	// Port is the registered port, and the port the child must listen on
-	// before it counts as ready. Zero: no port; ready means alive.
+	// before it counts as ready. Zero: no port and no listen check; ready
+	// means the Checks pass, or, without Checks, alive.
 	Port int
 
 	// Command is the child's argv. Required; no shell is involved.
@@ -204,9 +205,6 @@ func (cfg Config) Validate() (Config, error) { return cfg.withDefaults() }
 // withDefaults returns cfg with every zero value replaced by its default, and
 // an error wrapping ErrUsage for the first thing that is wrong with it.
 func (cfg Config) withDefaults() (Config, error) {
-	if strings.TrimSpace(cfg.Name) == "" {
-		return cfg, usagef("missing service name")
-	}
 	if err := consulclient.ValidateServiceName(cfg.Name); err != nil {
 		return cfg, usageErr(err)
 	}
@@ -246,13 +244,13 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.TTL = DefaultTTL
 	}
 	if cfg.TTL < 0 {
-		return cfg, usagef("ttl %s must be positive", cfg.TTL)
+		return cfg, usagef("ttl %s: must be positive", cfg.TTL)
 	}
 	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = cfg.TTL / 3
 	}
 	if cfg.Heartbeat <= 0 {
-		return cfg, usagef("heartbeat %s must be positive", cfg.Heartbeat)
+		return cfg, usagef("heartbeat %s: must be positive", cfg.Heartbeat)
 	}
 	if cfg.Heartbeat >= cfg.TTL {
 		return cfg, usagef("heartbeat %s must be shorter than ttl %s", cfg.Heartbeat, cfg.TTL)
@@ -261,7 +259,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.CheckInterval = DefaultCheckInterval
 	}
 	if cfg.CheckInterval < 0 {
-		return cfg, usagef("check interval %s must be positive", cfg.CheckInterval)
+		return cfg, usagef("check interval %s: must be positive", cfg.CheckInterval)
 	}
 	cfg.specs = nil
 	for _, c := range cfg.Checks {
@@ -275,10 +273,10 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.CheckTimeout = DefaultCheckTimeout
 	}
 	if cfg.CheckTimeout < 0 {
-		return cfg, usagef("check timeout %s must be positive", cfg.CheckTimeout)
+		return cfg, usagef("check timeout %s: must be positive", cfg.CheckTimeout)
 	}
 	if cfg.Grace < 0 {
-		return cfg, usagef("grace %s must not be negative", cfg.Grace)
+		return cfg, usagef("grace %s: must not be negative", cfg.Grace)
 	}
 	if cfg.FailAfter < 0 || cfg.PassAfter < 0 {
 		return cfg, usagef("fail-after %d, pass-after %d: must not be negative", cfg.FailAfter, cfg.PassAfter)
@@ -292,13 +290,13 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, usagef("deregister-after %s is below Consul's minimum of 1m", cfg.DeregisterAfter)
 	}
 	if cfg.Drain < 0 {
-		return cfg, usagef("drain %s must not be negative", cfg.Drain)
+		return cfg, usagef("drain %s: must not be negative", cfg.Drain)
 	}
 	if cfg.KillTimeout == 0 {
 		cfg.KillTimeout = DefaultKillTimeout
 	}
 	if cfg.KillTimeout < 0 {
-		return cfg, usagef("kill timeout %s must be positive", cfg.KillTimeout)
+		return cfg, usagef("kill timeout %s: must be positive", cfg.KillTimeout)
 	}
 	if cfg.ConsulTimeout <= 0 {
 		cfg.ConsulTimeout = DefaultConsulTimeout

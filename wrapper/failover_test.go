@@ -50,17 +50,6 @@ func ours() *consulclient.Holder {
 	return &consulclient.Holder{Meta: map[string]string{wrapper.MetaInstance: wrapper.Self()}, CheckStatus: "passing"}
 }
 
-// countPrefix counts journal entries that start with p.
-func countPrefix(j *journal, p string) int {
-	n := 0
-	for _, e := range j.all() {
-		if strings.HasPrefix(e, p) {
-			n++
-		}
-	}
-	return n
-}
-
 // When the agent holding the registration stops answering, svcwrap looks up
 // the ID on the next agent, registers there with the first agent's node
 // address, and heartbeats only there; the copy it left is removed once the
@@ -78,12 +67,12 @@ func TestFailover_MovesLooksFirstAndSweeps(t *testing.T) {
 	r.j.waitFor(t, "@1 status "+guest+" passing")
 	assert.Equal(t, "web", r.reg.registered(1).Name)
 	assert.Equal(t, "10.0.0.1", r.reg.registered(1).Address, "the first agent's node address, not agent 1's")
-	assert.Equal(t, 0, countPrefix(r.j, "deregister"), "nothing removed from the agent that does not answer")
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister")), "nothing removed from the agent that does not answer")
 
 	// Agent 0 is back, with the copy it restored from its data dir.
 	r.reg.set(0, nil, false, ours())
 	r.j.waitFor(t, "deregister web")
-	assert.Equal(t, 1, countPrefix(r.j, "@1 register"), "no move back: %q", r.j.all())
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("@1 register")), "no move back: %q", r.j.all())
 
 	r.sigs <- syscall.SIGTERM
 	res := r.wait(t)
@@ -106,21 +95,21 @@ func TestFailover_LeavesAnotherInstanceAlone(t *testing.T) {
 	r.reg.set(1, nil, false, otherLive(t))
 	r.reg.set(0, unreachable(0), false, nil)
 	// Several retries go by.
-	consultestEventually(t, func() bool { return strings.Count(log.String(), "level=DEBUG") >= 3 }, log.String)
+	r.j.waitUntil(t, func() bool { return strings.Count(log.String(), "level=DEBUG") >= 3 }, log.String)
 	for _, e := range r.j.all() {
 		assert.False(t, strings.HasPrefix(e, "@1 ") && !strings.HasPrefix(e, "@1 hang"), "wrote to agent 1: %q", e)
 	}
 	assert.Equal(t, 1, strings.Count(log.String(), "leaving it alone"), log.String())
 
 	// The first agent answers again: the heartbeats go on there.
-	beats := countPrefix(r.j, "status web")
+	beats := r.j.countMatch(hasPrefix("status web"))
 	r.reg.set(0, nil, false, nil)
-	consultestEventually(t, func() bool { return countPrefix(r.j, "status web") > beats+2 }, func() string { return fmt.Sprint(r.j.all()) })
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("status web")) > beats+2 }, func() string { return fmt.Sprint(r.j.all()) })
 
 	// Its child's exit removes only its own entry.
 	r.child.exit(signals.Exit{Code: 0})
 	r.wait(t)
-	assert.Equal(t, 0, countPrefix(r.j, "@1 deregister"), "%q", r.j.all())
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("@1 deregister")), "%q", r.j.all())
 }
 
 // The Consul part of a stop has one --consul-timeout: against an agent that
@@ -136,7 +125,7 @@ func TestStop_OneBudgetForConsul(t *testing.T) {
 	assert.Equal(t, 128+9, res.code)
 	requireBefore(t, r.j, "hang deregister", "signal SIGTERM")
 	requireBefore(t, r.j, "signal SIGTERM", "kill")
-	assert.Equal(t, 1, countPrefix(r.j, "deregister-attempt"), "%q", r.j.all())
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "%q", r.j.all())
 }
 
 // A second stop signal while the deregistration hangs cancels it and kills
@@ -163,14 +152,14 @@ func TestFailure_SaidOnceAndHealed(t *testing.T) {
 	r := startFake(t, cfg, nil, func(r *fakeRun) {
 		r.reg.fail = fmt.Errorf("register through agent0: %w: Unexpected response code: 403 (ACL not found)", consulclient.ErrRejected)
 	})
-	consultestEventually(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 3 }, log.String)
+	r.j.waitUntil(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 3 }, log.String)
 	assert.Equal(t, 1, strings.Count(log.String(), "level=NOTICE"), log.String())
 	assert.Contains(t, log.String(), "consul: failing")
 	assert.Contains(t, log.String(), "agent0")
 
 	r.reg.set(0, nil, false, nil)
 	r.j.waitFor(t, "register web passing")
-	consultestEventually(t, func() bool { return strings.Contains(log.String(), "consul: works again") }, log.String)
+	r.j.waitUntil(t, func() bool { return strings.Contains(log.String(), "consul: works again") }, log.String)
 	assert.Equal(t, 2, strings.Count(log.String(), "level=NOTICE"), log.String())
 }
 
@@ -181,7 +170,7 @@ func TestFailure_TransientNotSaidAtOnce(t *testing.T) {
 	cfg := wrapper.Config{TTL: time.Hour, Heartbeat: time.Minute}
 	cfg.Logger = log.logger()
 	r := startFake(t, cfg, nil, func(r *fakeRun) { r.reg.fail = unreachable(0) })
-	consultestEventually(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 2 }, log.String)
+	r.j.waitUntil(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 2 }, log.String)
 	assert.NotContains(t, log.String(), "level=NOTICE")
 	r.reg.set(0, nil, false, nil)
 	r.j.waitFor(t, "register web passing")
@@ -221,18 +210,6 @@ func (b *logBuffer) logger() *slog.Logger {
 	}))
 }
 
-// consultestEventually polls cond every few milliseconds for up to 10 s.
-func consultestEventually(t *testing.T, cond func() bool, state func() string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met in 10s; state: %s", state())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // With one agent there is nowhere to move: while it is away svcwrap retries
 // it, and when it comes back (with the copy it restored) the heartbeats go
 // on there; nothing is removed, so nothing flaps.
@@ -243,12 +220,12 @@ func TestFailover_OneAgentIsRetriedNotSwept(t *testing.T) {
 	r := startFake(t, cfg, nil)
 	r.j.waitFor(t, "register web passing")
 	r.reg.set(0, unreachable(0), false, nil)
-	consultestEventually(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 3 }, log.String)
-	beats := countPrefix(r.j, "status web")
+	r.j.waitUntil(t, func() bool { return strings.Count(log.String(), "level=DEBUG msg=consul") >= 3 }, log.String)
+	beats := r.j.countMatch(hasPrefix("status web"))
 	r.reg.set(0, nil, false, ours())
-	consultestEventually(t, func() bool { return countPrefix(r.j, "status web") > beats+2 }, func() string { return fmt.Sprint(r.j.all()) })
-	assert.Equal(t, 0, countPrefix(r.j, "deregister"), "%q", r.j.all())
-	assert.Equal(t, 1, countPrefix(r.j, "register web"), "%q", r.j.all())
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("status web")) > beats+2 }, func() string { return fmt.Sprint(r.j.all()) })
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister")), "%q", r.j.all())
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("register web")), "%q", r.j.all())
 }
 
 // The stop's budget is Consul's time, not the stop's: under on-success, the
@@ -276,8 +253,8 @@ func TestStop_RefusedDeregistrationRetriedWhileTheChildStops(t *testing.T) {
 	r.reg.set(0, fmt.Errorf("deregister: %w", consulclient.ErrRefused), false, nil)
 	r.sigs <- syscall.SIGTERM
 	r.j.waitFor(t, "signal SIGTERM")
-	attempts := countPrefix(r.j, "deregister-attempt")
-	consultestEventually(t, func() bool { return countPrefix(r.j, "deregister-attempt") > attempts }, func() string { return fmt.Sprint(r.j.all()) })
+	attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
 	r.reg.set(0, nil, false, nil) // the agent admits it now
 	res := r.wait(t)
 	assert.Equal(t, 128+15, res.code)

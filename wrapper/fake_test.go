@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -42,25 +45,56 @@ func (j *journal) all() []string {
 	return append([]string(nil), j.entries...)
 }
 
-func (j *journal) index(entry string) int {
-	for i, e := range j.all() {
-		if e == entry {
-			return i
+func (j *journal) index(entry string) int { return j.indexMatch(is(entry)) }
+
+// is and hasPrefix are matches for the journal's indexMatch, countMatch and
+// waitMatch: the entry itself, or every entry that starts with prefix.
+func is(entry string) func(string) bool { return func(e string) bool { return e == entry } }
+
+func hasPrefix(prefix string) func(string) bool {
+	return func(e string) bool { return strings.HasPrefix(e, prefix) }
+}
+
+// indexMatch is the index of the first entry that match accepts, or -1.
+func (j *journal) indexMatch(match func(string) bool) int { return slices.IndexFunc(j.all(), match) }
+
+// countMatch is how many entries match accepts.
+func (j *journal) countMatch(match func(string) bool) int {
+	n := 0
+	for _, e := range j.all() {
+		if match(e) {
+			n++
 		}
 	}
-	return -1
+	return n
 }
 
 // waitFor blocks until entry is in the journal, or fails the test.
 func (j *journal) waitFor(t *testing.T, entry string) {
 	t.Helper()
+	j.waitMatch(t, strconv.Quote(entry), is(entry))
+}
+
+// waitMatch blocks until an entry that match accepts is in the journal, or
+// fails the test; what names that entry in the failure.
+func (j *journal) waitMatch(t *testing.T, what string, match func(string) bool) {
+	t.Helper()
+	j.waitUntil(t, func() bool { return j.indexMatch(match) >= 0 },
+		func() string { return fmt.Sprintf("no %s in the journal %q", what, j.all()) })
+}
+
+// waitUntil blocks until cond holds, asking again at each new entry and
+// every few milliseconds (cond may look at more than the journal: the log),
+// or fails the test after 10s with state.
+func (j *journal) waitUntil(t *testing.T, cond func() bool, state func() string) {
+	t.Helper()
 	deadline := time.After(10 * time.Second)
-	for j.index(entry) < 0 {
+	for !cond() {
 		select {
 		case <-j.changed:
 		case <-time.After(5 * time.Millisecond):
 		case <-deadline:
-			t.Fatalf("timed out waiting for %q; journal: %q", entry, j.all())
+			t.Fatalf("timed out after 10s: %s", state())
 		}
 	}
 }

@@ -2,7 +2,6 @@ package wrapper
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 )
 
@@ -28,19 +27,16 @@ func event(log *slog.Logger, msg string, args ...any) {
 }
 
 // describeChecks names what must hold for the service to be passing, for
-// the start line.
+// the start line: each check by the name it has in Consul until it reports.
 func describeChecks(cfg Config) []string {
-	var checks []string
-	if cfg.Port != 0 {
-		checks = append(checks, fmt.Sprintf("listening on port %d", cfg.Port))
+	var names []string
+	for _, c := range plannedChecks(cfg) {
+		names = append(names, c.name)
 	}
-	for _, spec := range cfg.specs {
-		checks = append(checks, spec.String())
+	if len(names) == 0 {
+		names = append(names, "command running")
 	}
-	if len(checks) == 0 {
-		checks = append(checks, "command running")
-	}
-	return checks
+	return names
 }
 
 // agentList is every agent's address, in order, for the start line.

@@ -75,23 +75,43 @@ type report struct {
 
 func newHealth(cfg Config, pid int) *health {
 	h := &health{cfg: cfg, pid: pid, childName: "pid " + strconv.Itoa(pid), redescribe: make(chan struct{}, 1)}
-	opts := checkOptions{timeout: cfg.CheckTimeout, skipVerify: cfg.CheckTLSSkipVerify, env: cfg.Env}
-	if cfg.Port != 0 {
-		// The listen check never touches the service: after a drop it
-		// may look often again.
-		h.add("listen on port "+strconv.Itoa(cfg.Port), check.NewPort(pid, cfg.Port), true)
-	}
-	for _, spec := range cfg.specs {
-		h.add(spec.String(), opts.checker(spec), false)
-	}
-	for i, c := range cfg.checkers {
-		h.add("check "+strconv.Itoa(i), c, false)
+	for _, c := range plannedChecks(cfg) {
+		h.add(c.name, c.make(pid), c.refast)
 	}
 	h.results = make(chan report, len(h.checks))
 	return h
 }
 
-// add adds a check; name (redacted) is its output until it has reported.
+// plannedCheck is a check of a Config before the child runs. Its name
+// (redacted) is its output until it has reported, and what the start line
+// lists.
+type plannedCheck struct {
+	name   string
+	make   func(pid int) Checker
+	refast bool // see pace
+}
+
+// plannedChecks are cfg's checks, in the order they are combined: the
+// listen check of Port, those of Checks, the tests' fakes.
+func plannedChecks(cfg Config) []plannedCheck {
+	var checks []plannedCheck
+	if cfg.Port != 0 {
+		// The listen check never touches the service: after a drop it
+		// may look often again.
+		checks = append(checks, plannedCheck{"listen on port " + strconv.Itoa(cfg.Port),
+			func(pid int) Checker { return check.NewPort(pid, cfg.Port) }, true})
+	}
+	opts := checkOptions{timeout: cfg.CheckTimeout, skipVerify: cfg.CheckTLSSkipVerify, env: cfg.Env}
+	for _, spec := range cfg.specs {
+		checks = append(checks, plannedCheck{spec.String(), func(int) Checker { return opts.checker(spec) }, false})
+	}
+	for i, c := range cfg.checkers {
+		checks = append(checks, plannedCheck{"check " + strconv.Itoa(i), func(int) Checker { return c }, false})
+	}
+	return checks
+}
+
+// add adds a check; name is its output until it has reported.
 func (h *health) add(name string, c Checker, refast bool) {
 	h.checks = append(h.checks, &runner{
 		checker: c,

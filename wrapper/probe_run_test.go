@@ -2,6 +2,7 @@ package wrapper_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -69,12 +70,10 @@ func TestChecks_FastUntilFirstPass(t *testing.T) {
 		pass, pass, pass)
 	r.j.waitFor(t, "check run 3")
 	r.j.waitFor(t, "status web passing")
-	beats := count(r.j, "status web passing")
-	deadline := time.Now().Add(10 * time.Second)
-	for count(r.j, "status web passing") < beats+5 && time.Now().Before(deadline) {
-		<-r.j.changed
-	}
-	assert.GreaterOrEqual(t, count(r.j, "status web passing"), beats+5, "heartbeats")
+	passing := is("status web passing")
+	beats := r.j.countMatch(passing)
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(passing) >= beats+5 }, func() string { return fmt.Sprintf("%q", r.j.all()) })
+	assert.GreaterOrEqual(t, r.j.countMatch(passing), beats+5, "heartbeats")
 	assert.Equal(t, int32(3), fc.runs.Load(), "no run before the interval once passing")
 	r.sigs <- syscall.SIGTERM
 	r.wait(t)
@@ -108,12 +107,10 @@ func TestChecks_Grace(t *testing.T) {
 func TestChecks_SlowCheckDelaysNothing(t *testing.T) {
 	r, fc := runWith(t, wrapper.Config{CheckInterval: time.Millisecond, TTL: time.Second, Heartbeat: 10 * time.Millisecond}, pass)
 	r.j.waitFor(t, "check run 2") // hangs
-	beats := count(r.j, "status web passing")
-	deadline := time.Now().Add(10 * time.Second)
-	for count(r.j, "status web passing") < beats+3 && time.Now().Before(deadline) {
-		<-r.j.changed
-	}
-	assert.GreaterOrEqual(t, count(r.j, "status web passing"), beats+3, "heartbeats while the run hangs")
+	passing := is("status web passing")
+	beats := r.j.countMatch(passing)
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(passing) >= beats+3 }, func() string { return fmt.Sprintf("%q", r.j.all()) })
+	assert.GreaterOrEqual(t, r.j.countMatch(passing), beats+3, "heartbeats while the run hangs")
 	r.sigs <- syscall.SIGHUP
 	r.j.waitFor(t, "signal SIGHUP")
 	r.sigs <- syscall.SIGTERM
