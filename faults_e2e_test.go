@@ -260,15 +260,23 @@ func TestFaultNotice_ACLDeniesRegistration(t *testing.T) {
 	w.out.waitFor(t, "ready", wait)
 	pid := childPid(t, w)
 
-	w.errOut.waitFor(t, noticeLevel, wait)
-	line := noticeLines(w)[0]
-	assert.Contains(t, line, agent.HTTPAddr, "the NOTICE names the agent")
-	assert.Regexp(t, `\bregister\b`, line, "the NOTICE names the operation")
-
 	// Registration is retried with backoff (100 ms doubling): five more
 	// refused attempts, as the agent logs them, and still one line.
 	attempts := func() int { return agentLogCount(agent, "Request error", "url=/v1/agent/service/register") }
-	waitForAttempts(t, w, attempts, 5, "refused registrations")
+	saidOnceWhileRetried(t, w, pid, agent.HTTPAddr, `\bregister\b`, attempts, "refused registrations")
+}
+
+// saidOnceWhileRetried checks the NOTICE of a persistent failure: it names
+// the agent (addr) and the operation (op, a regexp), and it is still the only
+// NOTICE line after attempts() has grown by five; the child runs on all the
+// while. Then it stops svcwrap.
+func saidOnceWhileRetried(t *testing.T, w *wrapped, pid int, addr, op string, attempts func() int, what string) {
+	t.Helper()
+	w.errOut.waitFor(t, noticeLevel, wait)
+	line := noticeLines(w)[0]
+	assert.Contains(t, line, addr, "the NOTICE names the agent")
+	assert.Regexp(t, op, line, "the NOTICE names the operation")
+	waitForAttempts(t, w, attempts, 5, what)
 	assert.Len(t, noticeLines(w), 1, "one NOTICE line, not one per retry:\n%s", w.errOut)
 	childRuns(t, w, pid)
 
@@ -295,21 +303,10 @@ func TestFaultNotice_TLSUntrustedAgent(t *testing.T) {
 			w.out.waitFor(t, "ready", wait)
 			pid := childPid(t, w)
 
-			w.errOut.waitFor(t, noticeLevel, wait)
-			line := noticeLines(w)[0]
-			assert.Contains(t, line, agent.HTTPAddr, "the NOTICE names the agent")
-			assert.Regexp(t, operationRE, line, "the NOTICE names the operation")
-
 			// Retried with backoff: a few seconds' worth of handshakes
 			// the agent turned down (it logs each), and still one line.
 			attempts := func() int { return agentLogCount(agent, "TLS handshake error") }
-			waitForAttempts(t, w, attempts, 5, "failed handshakes")
-			assert.Len(t, noticeLines(w), 1, "one NOTICE line, not one per retry:\n%s", w.errOut)
-			childRuns(t, w, pid)
-
-			logNotices(t, w)
-			w.signal(syscall.SIGTERM)
-			assert.Equal(t, 128+15, w.wait(wait))
+			saidOnceWhileRetried(t, w, pid, agent.HTTPAddr, operationRE.String(), attempts, "failed handshakes")
 		})
 	}
 }
@@ -412,18 +409,8 @@ func TestFaultNotice_RegistrationRejected(t *testing.T) {
 	w.out.waitFor(t, "ready", wait)
 	pid := childPid(t, w)
 
-	w.errOut.waitFor(t, noticeLevel, wait)
-	line := noticeLines(w)[0]
-	assert.Contains(t, line, addr, "the NOTICE names the agent")
-	assert.Regexp(t, `\bregister\b`, line, "the NOTICE names the operation")
-
-	waitForAttempts(t, w, func() int { return int(registrations.Load()) }, 5, "rejected registrations")
-	assert.Len(t, noticeLines(w), 1, "one NOTICE line, not one per retry:\n%s", w.errOut)
-	childRuns(t, w, pid)
-
-	logNotices(t, w)
-	w.signal(syscall.SIGTERM)
-	assert.Equal(t, 128+15, w.wait(wait))
+	attempts := func() int { return int(registrations.Load()) }
+	saidOnceWhileRetried(t, w, pid, addr, `\bregister\b`, attempts, "rejected registrations")
 }
 
 // C. A rotated token file is read again when the agent rejects the token
