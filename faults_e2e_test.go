@@ -50,7 +50,10 @@ func pause(t *testing.T, a *consultest.Agent) {
 
 // A. A stop is bounded in every agent state: SIGTERM → exit within
 // --consul-timeout + --drain + --kill-timeout, the Consul part of the stop
-// sharing one --consul-timeout (never two deregistrations in series).
+// sharing one --consul-timeout (never two deregistrations in series). A hung
+// agent may take the deregistration when it comes back, so svcwrap goes on
+// trying while the child stops, up to that bound, even when the child is
+// quicker; an agent that is gone is not waited for.
 func TestFaultStop_BoundedWhateverTheAgentState(t *testing.T) {
 	noRaceExitSleep(t)
 	states := []struct {
@@ -68,7 +71,7 @@ func TestFaultStop_BoundedWhateverTheAgentState(t *testing.T) {
 		bound time.Duration // --consul-timeout (+ --kill-timeout when the child ignores SIGTERM)
 	}{
 		{"child-ignores-sigterm", []string{"--consul-timeout", "2s", "--kill-timeout", "1s"}, helperArgv("ignore-term"), 128 + 9, 3 * time.Second},
-		{"child-exits-on-sigterm", []string{"--consul-timeout", "2s"}, helperArgv("signals"), 0, 2 * time.Second},
+		{"child-exits-on-sigterm", []string{"--consul-timeout", "2s", "--kill-timeout", "1s"}, helperArgv("signals"), 0, 3 * time.Second},
 	}
 	for _, st := range states {
 		for _, ch := range children {
@@ -92,6 +95,31 @@ func TestFaultStop_BoundedWhateverTheAgentState(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A deregistration a hung agent has not answered when --consul-timeout runs
+// out is tried again while the child stops: the agent that comes back takes
+// it, and the entry is gone when svcwrap exits, not left for the reaper. (A
+// thousand wrappers stopped at once meet an agent that answers them one
+// catalog sync at a time, the last after more than --consul-timeout.)
+func TestFaultStop_HungAgentTakesTheDeregistrationWhenItComesBack(t *testing.T) {
+	noRaceExitSleep(t)
+	agent := consultest.StartAgent(t)
+	w := start(t, agent, append([]string{"-vv", "--consul-timeout", "1s", "--kill-timeout", "20s", "comeback", "--"}, helperArgv("signals")...)...)
+	w.out.waitFor(t, "ready", wait)
+	consultest.WaitServiceStatus(t, agent.Client, "comeback", api.HealthPassing, wait)
+	pause(t, agent)
+
+	w.signal(syscall.SIGTERM)
+	w.errOut.waitFor(t, "deregistration not done yet: retrying while the command stops", wait)
+	agent.Resume(t)
+	code := w.wait(21*time.Second + stopSlack)
+	assert.Equal(t, 0, code, "exit code; stderr:\n%s", w.errOut)
+	assert.Contains(t, w.errOut.String(), "msg=deregistered", "stderr:\n%s", w.errOut)
+	assert.NotContains(t, w.errOut.String(), "deregister failed", "stderr:\n%s", w.errOut)
+	services, err := agent.Client.Agent().Services()
+	require.NoError(t, err)
+	assert.NotContains(t, services, "comeback", "the entry is gone when svcwrap has exited")
 }
 
 // A second stop signal kills the child's whole group at once, even while the

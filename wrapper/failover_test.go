@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,10 +114,12 @@ func TestFailover_LeavesAnotherInstanceAlone(t *testing.T) {
 }
 
 // The Consul part of a stop has one --consul-timeout: against an agent that
-// hangs, deregistration is attempted once, not again when the child has
-// ended, and the end comes after one timeout plus the kill timeout.
+// hangs, the child hears the stop signal once one attempt has used that
+// budget up. The deregistration is tried again only while the child stops
+// (the agent may come back), never before the stop signal, and the end
+// still comes at the kill timeout.
 func TestStop_OneBudgetForConsul(t *testing.T) {
-	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: 50 * time.Millisecond}
+	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: 300 * time.Millisecond}
 	r := startFake(t, cfg, nil) // the child ignores SIGTERM
 	r.j.waitFor(t, "register web passing")
 	r.reg.set(0, nil, true, nil)
@@ -125,7 +128,20 @@ func TestStop_OneBudgetForConsul(t *testing.T) {
 	assert.Equal(t, 128+9, res.code)
 	requireBefore(t, r.j, "hang deregister", "signal SIGTERM")
 	requireBefore(t, r.j, "signal SIGTERM", "kill")
-	assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "%q", r.j.all())
+	all := r.j.all()
+	stopAt := slices.Index(all, "signal SIGTERM")
+	assert.Equal(t, 1, countPrefix(all[:stopAt], "deregister-attempt"), "one attempt before the stop signal: %q", all)
+	assert.Greater(t, countPrefix(all[stopAt:], "deregister-attempt"), 0, "retried while the child stops: %q", all)
+}
+
+func countPrefix(entries []string, prefix string) int {
+	n := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e, prefix) {
+			n++
+		}
+	}
+	return n
 }
 
 // A second stop signal while the deregistration hangs cancels it and kills
@@ -259,6 +275,38 @@ func TestStop_RefusedDeregistrationRetriedWhileTheChildStops(t *testing.T) {
 	res := r.wait(t)
 	assert.Equal(t, 128+15, res.code)
 	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
+}
+
+// So does one the agent took and had not answered when the budget ran out
+// (a thousand deregistrations at once: the agent answers them one catalog
+// sync at a time): it is tried again while the child stops, and the entry
+// goes once the agent answers.
+func TestStop_UnansweredDeregistrationRetriedWhileTheChildStops(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, nil, true, nil)
+	r.sigs <- syscall.SIGTERM
+	r.j.waitFor(t, "signal SIGTERM")
+	attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
+	r.reg.set(0, nil, false, nil) // the agent answers now
+	res := r.wait(t)
+	assert.Equal(t, 128+15, res.code)
+	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
+}
+
+// An agent that is not there (nothing listens) is not waited for: the
+// deregistration is tried once, and the stop ends with the child.
+func TestStop_DeregistrationFromAGoneAgentNotRetried(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: time.Minute, KillTimeout: time.Minute}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, unreachable(0), false, nil)
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+15, res.code)
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "%q", r.j.all())
 }
 
 // A second stop signal gives up on those retries at once.

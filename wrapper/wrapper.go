@@ -250,7 +250,7 @@ type stopper struct {
 	killed       bool
 	hurried      bool // a stop signal came while Consul refused: no more retries
 	stopBegan    time.Time
-	late         sync.WaitGroup // a deregistration still refused when the child heard the stop
+	late         sync.WaitGroup // a deregistration not done yet when the child heard the stop
 	cancelLate   context.CancelFunc
 }
 
@@ -409,7 +409,7 @@ func (s *stopper) deregister() {
 	}
 	call := func(ctx context.Context) error { return s.sync.deregisterOn(ctx, on) }
 	err := s.persist(call)
-	if errors.Is(err, consulclient.ErrRefused) && s.stopping && !s.hurried {
+	if agentBusy(err) && s.stopping && !s.hurried {
 		s.deregisterLate(on, call)
 		return
 	}
@@ -436,29 +436,46 @@ func (s *stopper) deregisteredOn(on int, err error, late bool) bool {
 	return true
 }
 
-// deregisterLate goes on retrying a deregistration the agent still refused
-// when the stop's budget for Consul ran out, in the background while the
-// child stops, until the latest moment the stop may end (--consul-timeout +
+// deregisterLate goes on with a deregistration the agent had not done when
+// the stop's budget for Consul ran out, in the background while the child
+// stops, until the latest moment the stop may end (--consul-timeout +
 // --drain + --kill-timeout after it began; finish waits for it). A host's
-// wrappers stopped together are refused by their agent beyond its per-IP
-// connection limit: the child must hear the stop in time, and the entry
-// must still go, not wait a minute for the reaper.
+// wrappers stopped together are a herd at their agent: it refuses the
+// connections beyond its per-IP limit, and answers the others one catalog
+// sync at a time, the last of a thousand after more than five seconds. The
+// child must hear the stop in time, and the entry must still go, not wait a
+// minute for the reaper.
 func (s *stopper) deregisterLate(on int, call func(context.Context) error) {
 	deadline := s.stopBegan.Add(s.cfg.ConsulTimeout + s.cfg.Drain + s.cfg.KillTimeout)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	s.cancelLate = cancel
-	event(s.cfg.Logger, "deregistration still refused: retrying while the command stops", "agent", s.reg.Addr(on), "until", deadline.Format(time.RFC3339Nano))
+	event(s.cfg.Logger, "deregistration not done yet: retrying while the command stops", "agent", s.reg.Addr(on), "until", deadline.Format(time.RFC3339Nano))
 	s.late.Add(1)
 	go func() {
 		defer s.late.Done()
 		defer cancel()
 		var err error
 		retry(ctx, persistFirst, persistMax, func() bool {
-			err = call(ctx)
-			return !errors.Is(err, consulclient.ErrRefused)
+			// Each attempt has a --consul-timeout of its own: one the agent
+			// never answers must not hold the next until the deadline.
+			actx, cancel := context.WithTimeout(ctx, s.cfg.ConsulTimeout)
+			defer cancel()
+			err = call(actx)
+			return !agentBusy(err)
 		})
 		s.deregisteredOn(on, err, true)
 	}()
+}
+
+// agentBusy reports whether a deregistration failed because the agent, alive,
+// has not got to it: it refused the connection (over its per-IP limit) or
+// had not answered when the time ran out. Another attempt may succeed; an
+// agent that is not there (nothing listens), or that rejects the request, is
+// not retried, since the stop would wait for nothing. An attempt that timed
+// out may still be done by the agent: the next one then finds nothing to
+// remove, which is a success.
+func agentBusy(err error) bool {
+	return errors.Is(err, consulclient.ErrRefused) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // markCritical keeps the service but turns its check critical with output,
