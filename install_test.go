@@ -1,6 +1,8 @@
 package main
 
 import (
+	"debug/buildinfo"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +32,32 @@ func gitDescribe(t *testing.T) string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// `make build` builds svcwrap as BENCHMARKS.md measured it: statically
+// linked (no dynamic loader or libc mapped into each of a host's thousand
+// wrappers), without net/http's HTTP/2, and with the build's paths trimmed.
+func TestMakeBuild_StaticAndLean(t *testing.T) {
+	out := t.TempDir()
+	makeTarget(t, "build", out)
+	bin := filepath.Join(out, "svcwrap")
+
+	f, err := elf.Open(bin)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, p := range f.Progs {
+		assert.NotEqual(t, elf.PT_INTERP, p.Type, "no program interpreter: the binary is static")
+	}
+
+	info, err := buildinfo.ReadFile(bin)
+	require.NoError(t, err)
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	assert.Equal(t, "0", settings["CGO_ENABLED"], "build settings: %v", settings)
+	assert.Equal(t, "true", settings["-trimpath"], "build settings: %v", settings)
+	assert.Contains(t, strings.Split(settings["-tags"], ","), "nethttpomithttp2", "build settings: %v", settings)
 }
 
 // `make man` writes svcwrap(1) from the command itself: the name line, the

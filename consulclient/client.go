@@ -157,18 +157,30 @@ func New(cfg Config) (*Client, error) {
 		setIf(&conf.TLSConfig.Address, cfg.TLSServerName)
 		// No HttpClient of our own: the api client builds one with the TLS
 		// settings. Each request's context carries its deadline instead.
-		conf.Transport.IdleConnTimeout = idleConnTimeout
+		tuneTransport(conf.Transport)
 		client, err := api.NewClient(conf)
 		if err != nil {
 			return nil, fmt.Errorf("consul agent %s: %w", conf.Address, err)
 		}
 		// A unix:// address gets a transport of the api client's making.
 		if t, ok := conf.HttpClient.Transport.(*http.Transport); ok {
-			t.IdleConnTimeout = idleConnTimeout
+			tuneTransport(t)
 		}
 		c.agents = append(c.agents, agent{addr: conf.Address, api: client, http: conf.HttpClient})
 	}
 	return c, nil
+}
+
+// connBuffer is the size of a connection's read and write buffers. The
+// agent's answers are a few hundred bytes, and since every heartbeat is a new
+// connection (see idleConnTimeout), net/http's 4 KiB buffers were almost half
+// of the garbage a heartbeat leaves. A larger answer (a look-up) just takes
+// more reads.
+const connBuffer = 1 << 10
+
+func tuneTransport(t *http.Transport) {
+	t.IdleConnTimeout = idleConnTimeout
+	t.ReadBufferSize, t.WriteBufferSize = connBuffer, connBuffer
 }
 
 func setIf(dst *string, v string) {
