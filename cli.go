@@ -263,7 +263,7 @@ func (o *options) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&o.meta, "meta", nil, "service meta as key=value (repeatable, at most 63; keys of A-Z a-z 0-9 _ -, at most 128, not consul-*; values at most 512 bytes)")
 	o.ttl = seconds(wrapper.DefaultTTL)
 	fs.Var(&o.ttl, "ttl", "TTL of the check: a duration (10s) or seconds (10, 2.5); minimum 1s")
-	fs.Var(&o.heartbeat, "heartbeat", "how often an unchanged status is refreshed; shorter than --ttl, minimum 100ms (default ttl/3)")
+	fs.Var(&o.heartbeat, "heartbeat", "how often an unchanged status is refreshed; shorter than --ttl, minimum 100ms (default 60% of ttl)")
 	o.checkInterval = seconds(wrapper.DefaultCheckInterval)
 	fs.Var(&o.checkInterval, "check-interval", "how often every check runs once it has first passed (a stopped listener turns critical within it; before the first pass, and for the listen check after a drop, every few ms); minimum 10ms")
 	fs.Var(fs.Lookup("check-interval").Value, "interval", "same as --check-interval (the ianitor fork's name)")
@@ -348,7 +348,7 @@ func (o *options) config(cmd *cobra.Command, args []string, environ []string) (w
 			t.name = "interval" // the error names the flag as given
 		}
 		if !fs.Changed(t.name) {
-			continue // the defaults are above the floors; the heartbeat's is ttl/3
+			continue // the defaults are above the floors; the heartbeat's is 60% of the ttl
 		}
 		switch {
 		case t.d == 0, t.d < 0 && t.name == "consul-timeout":

@@ -34,8 +34,9 @@ const (
 // agent: how long until all are passing, what the agent and the wrappers
 // cost while they all idle for b.cfg.Hold, whether any check flapped, and
 // how long until all are gone after a SIGTERM to each. The wrappers run with
-// -vv (warnings and errors only, nothing while all is well) and their output
-// goes to one log, whose lines are counted.
+// -vv (warnings, errors, NOTICE and EVENT lines: five or so per wrapper's
+// start and stop when all is well) and their output goes to one log, whose
+// lines are counted (-keep keeps it).
 func (b *bench) scale(w wrapper, n int) {
 	g := fmt.Sprintf("scale: %d wrappers of `sleep` on one dev agent", n)
 	fig := func(name, unit string, t *target) *figure { return b.figure(g, name, w, unit, t, "") }

@@ -24,6 +24,16 @@ const (
 	DefaultCheckTimeout    = 5 * time.Second
 )
 
+// DefaultHeartbeatPercent is the default heartbeat, in percent of the
+// TTL: 6 s of the default 10 s. Every heartbeat costs the agent a full
+// pass over all its services and checks (it syncs after each TTL
+// update), so at a thousand services on a host the heartbeat rate is the
+// agent's CPU: 13% of a core at 60%, 19% at a third (BENCHMARKS.md). The
+// 4 s left are for retries of a heartbeat the agent turned away, which
+// it answers at once (100 ms, then doubling: five tries); an agent that
+// takes the request and does not answer would not answer a retry either.
+const DefaultHeartbeatPercent = 60
+
 // Policy says when svcwrap removes the service from Consul after the child ends.
 type Policy int
 
@@ -92,8 +102,7 @@ type Config struct {
 	// TTL is the check's time to live. Zero: DefaultTTL.
 	TTL time.Duration
 	// Heartbeat is how often an unchanged status is refreshed; it must be
-	// shorter than TTL. Zero: TTL/3, which keeps a refresh in hand should one
-	// be lost, at a third of ianitor's request rate.
+	// shorter than TTL. Zero: DefaultHeartbeat of the TTL.
 	Heartbeat time.Duration
 	// CheckInterval is how often each check runs once it has first passed;
 	// a child that stops listening, or a check that starts failing, turns
@@ -247,7 +256,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, usagef("ttl %s: must be positive", cfg.TTL)
 	}
 	if cfg.Heartbeat == 0 {
-		cfg.Heartbeat = cfg.TTL / 3
+		cfg.Heartbeat = cfg.TTL * DefaultHeartbeatPercent / 100
 	}
 	if cfg.Heartbeat <= 0 {
 		return cfg, usagef("heartbeat %s: must be positive", cfg.Heartbeat)
@@ -330,3 +339,12 @@ func (silent) Watchdog()       {}
 // notifies reports whether a service manager hears of the service, for the
 // start line.
 func (cfg Config) notifies() bool { return cfg.Notify != silent{} }
+
+// beat is the period the syncer's patience is counted in: how long an agent
+// may go unanswering before svcwrap moves to the next one, and a failure
+// before it is reported. It is the heartbeat, but no more than a third of
+// the TTL: the default heartbeat leaves less than that, and a move or a
+// report must not wait for a refresh the TTL has no room for.
+func (cfg Config) beat() time.Duration {
+	return min(cfg.Heartbeat, cfg.TTL/3)
+}

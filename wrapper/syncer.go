@@ -241,7 +241,7 @@ func (s *syncer) prepare(ctx context.Context) error {
 // await waits for a status that differs from current, the heartbeat, or the
 // retry, and reports false when ctx ends first. An unchanged status is no news
 // (want drops most of them already): sending each would cost the agent a
-// request where a heartbeat every ttl/3 keeps the TTL just as true. A failed
+// request where the heartbeat keeps the TTL just as true. A failed
 // push is retried by the timer.
 func (s *syncer) await(ctx context.Context, timer *time.Timer, current *check.Result) bool {
 	for {
@@ -273,9 +273,10 @@ func (s *syncer) hangUp() {
 
 // push makes an agent hold current: a TTL update on the agent the service is
 // registered with, a registration when it is not (or no longer) known there,
-// and a move to another agent when that one has not answered for a
-// heartbeat. (An agent restarting is back within a heartbeat, and a move is
-// for good: svcwrap does not move back while the new agent answers.)
+// and a move to another agent when that one has not answered for a beat
+// (Config.beat: the heartbeat, at most a third of the TTL). (An agent
+// restarting is back within that, and a move is for good: svcwrap does not
+// move back while the new agent answers.)
 func (s *syncer) push(ctx context.Context, current check.Result) error {
 	if s.on < 0 {
 		return s.find(ctx, current, nil)
@@ -300,7 +301,7 @@ func (s *syncer) push(ctx context.Context, current check.Result) error {
 	if s.lost.IsZero() {
 		s.lost = began // a hung agent has already cost a timeout
 	}
-	if s.reg.Agents() == 1 || time.Since(s.lost) < s.cfg.Heartbeat {
+	if s.reg.Agents() == 1 || time.Since(s.lost) < s.cfg.beat() {
 		return err
 	}
 	return s.find(ctx, current, err)

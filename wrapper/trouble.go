@@ -13,9 +13,10 @@ import (
 	"github.com/svcwrap/svcwrap/consulclient"
 )
 
-// persistAfter is how many heartbeats a failure that may heal by itself (an
-// agent that does not answer, or refuses) lasts before it is worth a line at
-// the default verbosity. A failure that cannot heal by retrying (a 4xx, a TLS
+// persistAfter is how many beats (Config.beat: a heartbeat, at most a third
+// of the TTL) a failure that may heal by itself (an agent that does not
+// answer, or refuses) lasts before it is worth a line at the default
+// verbosity. A failure that cannot heal by retrying (a 4xx, a TLS
 // error) is reported at once.
 const persistAfter = 3
 
@@ -28,7 +29,7 @@ type trouble struct {
 
 // failed notes a failed push. A failure is reported at LevelNotice once, when
 // it is known to persist: at once if retrying cannot heal it, otherwise after
-// persistAfter heartbeats. Every attempt is logged at debug level.
+// persistAfter beats. Every attempt is logged at debug level.
 func (s *syncer) failed(err error, retryIn time.Duration) {
 	log := s.log()
 	if s.trouble.since.IsZero() {
@@ -39,7 +40,7 @@ func (s *syncer) failed(err error, retryIn time.Duration) {
 	}
 	key := failureKey(err)
 	lasted := time.Since(s.trouble.since)
-	if s.trouble.reported[key] || (!consulclient.Permanent(err) && lasted < persistAfter*s.cfg.Heartbeat) {
+	if s.trouble.reported[key] || (!consulclient.Permanent(err) && lasted < persistAfter*s.cfg.beat()) {
 		return
 	}
 	s.trouble.reported[key] = true
