@@ -309,6 +309,23 @@ func TestStop_DeregistrationFromAGoneAgentNotRetried(t *testing.T) {
 	assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "%q", r.j.all())
 }
 
+// A stop that cuts the first registration short (the agent applied it, the
+// answer had not arrived) does not know whether the service is registered:
+// it looks, and removes it, before the child hears the stop signal.
+func TestStop_CutShortRegistrationRemovedBeforeTheStopSignal(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: time.Minute, KillTimeout: time.Minute}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.hangOp = "register"
+		r.reg.set(0, nil, false, ours())
+	})
+	r.j.waitFor(t, "unanswered register")
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+15, res.code)
+	requireBefore(t, r.j, "unanswered register", "deregister web")
+	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+}
+
 // A second stop signal gives up on those retries at once.
 func TestStop_SecondSignalEndsLateRetries(t *testing.T) {
 	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Hour}

@@ -115,6 +115,10 @@ type fakeRegistry struct {
 	// hangs, while set for an agent, makes every call to it block until its
 	// context ends, as a paused agent does; the journal says "@i hang op".
 	hangs map[int]bool
+	// hangOp, when set, makes only calls of that operation block until their
+	// context ends (and take effect first, as a request the agent applied
+	// and did not answer in time): "register".
+	hangOp string
 	// services is the last registration made with each agent.
 	services map[int]consulclient.Service
 }
@@ -186,8 +190,14 @@ func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Servi
 		r.services = map[int]consulclient.Service{}
 	}
 	r.services[i] = s
+	hang := r.hangOp == "register"
 	r.mu.Unlock()
 	r.add(i, "register %s %s", s.ID, s.Status)
+	if hang {
+		r.add(i, "unanswered register")
+		<-ctx.Done()
+		return fmt.Errorf("register through agent%d: %w: %w", i, consulclient.ErrUnreachable, ctx.Err())
+	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -159,6 +160,29 @@ func (s *syncer) deregisterOn(ctx context.Context, i int) error {
 	}
 	_, err := s.deregisterOwn(ctx, i)
 	return err
+}
+
+// unsure lists, once run has returned, the agents where a registration was
+// sent and its outcome is unknown (cut short by the stop, timed out): the
+// service may be registered there.
+func (s *syncer) unsure() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var agents []int
+	for i, sw := range s.left {
+		if !sw.moved {
+			agents = append(agents, i)
+		}
+	}
+	slices.Sort(agents)
+	return agents
+}
+
+// forget drops agent i from the agents that may hold a copy: it has none.
+func (s *syncer) forget(i int) {
+	s.mu.Lock()
+	delete(s.left, i)
+	s.mu.Unlock()
 }
 
 // holdings says, once run has returned, where the registration is (-1:

@@ -360,29 +360,32 @@ func (s *stopper) stopTimers() {
 // turnAway is the first step of a stop: turn traffic away from the service
 // before the child hears anything. It deregisters the service or, when the
 // policy keeps it until the outcome is known, makes it critical. The syncer is
-// stopped first, so that no heartbeat can bring the service back.
+// stopped first, so that no heartbeat can bring the service back; the copies
+// left on other agents are swept once the deregistration is done (it
+// removes the registrations whose outcome is unknown itself).
 func (s *stopper) turnAway() {
 	s.stopSync()
-	s.sweepLeft()
-	if !s.owned {
-		return
-	}
-	if s.cfg.Deregister == DeregisterOnExit {
+	if s.owned && s.cfg.Deregister == DeregisterOnExit {
 		s.deregister()
+		s.sweepLeft()
 		return
 	}
-	s.markCritical("svcwrap: stopping")
+	s.sweepLeft()
+	if s.owned {
+		s.markCritical("svcwrap: stopping")
+	}
 }
 
 // settle leaves Consul as the policy says once the child has ended.
 func (s *stopper) settle(exit signals.Exit) {
 	s.stopSync()
-	s.sweepLeft()
-	if !s.owned || s.deregistered {
+	if s.owned && !s.deregistered && (s.cfg.Deregister == DeregisterOnExit || (s.cfg.Deregister == DeregisterOnSuccess && s.succeeded(exit))) {
+		s.deregister()
+		s.sweepLeft()
 		return
 	}
-	if s.cfg.Deregister == DeregisterOnExit || (s.cfg.Deregister == DeregisterOnSuccess && s.succeeded(exit)) {
-		s.deregister()
+	s.sweepLeft()
+	if !s.owned || s.deregistered {
 		return
 	}
 	s.markCritical("svcwrap: command ended: " + exit.String())
@@ -394,14 +397,23 @@ func (s *stopper) succeeded(exit signals.Exit) bool {
 	return exit.Code == 0 || (s.requested != 0 && !s.killed && exit.Signal == s.requested)
 }
 
-// deregister removes the service from the agent that holds it. It is tried
-// once per stop: an attempt that failed within the budget would fail again,
-// and a second one would stretch the stop.
+// deregister removes the service from the agent that holds it, and from
+// any agent where a registration's outcome is unknown: one the stop itself
+// cut short, answered or not, may be there and passing, and must be gone
+// before the child hears the stop signal. It is tried once per stop: an
+// attempt that failed within the budget would fail again, and a second one
+// would stretch the stop.
 func (s *stopper) deregister() {
 	if s.triedDereg {
 		return
 	}
 	s.triedDereg = true
+	for _, i := range s.sync.unsure() {
+		err := s.persist(func(ctx context.Context) error { return s.sync.removeCopy(ctx, i) })
+		if err == nil {
+			s.sync.forget(i)
+		} // else sweepLeft tries again, in the background
+	}
 	on, _ := s.sync.holdings()
 	if on < 0 {
 		s.deregistered = true // registered nowhere; copies are swept
