@@ -299,6 +299,31 @@ type Service struct {
 	Output string // initial check output
 }
 
+// registration is the body of the agent's register endpoint, the fields of
+// api.AgentServiceRegistration that svcwrap sets and no more. That type
+// reaches dozens of others (Connect, Proxy, gateways), and encoding/json
+// keeps what it learns of every type it encodes for the life of the process:
+// 80 KiB of heap in each of a host's wrappers, for fields svcwrap never
+// sends.
+type registration struct {
+	ID      string            `json:",omitempty"`
+	Name    string            `json:",omitempty"`
+	Tags    []string          `json:",omitempty"`
+	Meta    map[string]string `json:",omitempty"`
+	Address string            `json:",omitempty"`
+	Port    int               `json:",omitempty"`
+	Check   registrationCheck
+}
+
+type registrationCheck struct {
+	CheckID                        string `json:",omitempty"`
+	Name                           string `json:",omitempty"`
+	TTL                            string `json:",omitempty"`
+	Status                         string `json:",omitempty"`
+	Notes                          string `json:",omitempty"`
+	DeregisterCriticalServiceAfter string `json:",omitempty"`
+}
+
 // CheckID is the ID of the TTL check svcwrap registers for a service ID, the one
 // ianitor and Consul use by default.
 func CheckID(serviceID string) string { return "service:" + serviceID }
@@ -307,14 +332,14 @@ func CheckID(serviceID string) string { return "service:" + serviceID }
 // safe: Consul keeps the service and its check's status, and the reaper's
 // clock for a critical check restarts.
 func (c *Client) Register(ctx context.Context, i int, s Service) error {
-	reg := &api.AgentServiceRegistration{
+	reg := &registration{
 		ID:      s.ID,
 		Name:    s.Name,
 		Tags:    s.Tags,
 		Meta:    s.Meta,
 		Address: s.Address,
 		Port:    s.Port,
-		Check: &api.AgentServiceCheck{
+		Check: registrationCheck{
 			CheckID: CheckID(s.ID),
 			Name:    "svcwrap: " + s.Name,
 			TTL:     s.TTL.String(),
@@ -326,7 +351,8 @@ func (c *Client) Register(ctx context.Context, i int, s Service) error {
 		reg.Check.DeregisterCriticalServiceAfter = s.DeregisterAfter.String()
 	}
 	err := c.do(ctx, i, "register", true, func(ctx context.Context, a *api.Client, token string) error {
-		return a.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{Token: token}.WithContext(ctx))
+		_, err := a.Raw().Write("/v1/agent/service/register", reg, nil, (&api.WriteOptions{Token: token}).WithContext(ctx))
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("register service %q: %w", s.ID, err)

@@ -56,8 +56,12 @@ func TestClient_RegisterStatusDeregister(t *testing.T) {
 	require.NotNil(t, chk, "the TTL check is registered as service:<ID>")
 	assert.Equal(t, api.HealthCritical, chk.Status)
 	assert.Equal(t, "starting", chk.Output)
-	// DeregisterCriticalServiceAfter is not shown by the agent's API; the
-	// SIGKILL test in the command's tests sees the reaper act on it.
+	assert.Equal(t, "svcwrap: web", chk.Name)
+	assert.Equal(t, "kept by svcwrap while the wrapped command runs", chk.Notes)
+	assert.Equal(t, "web-1", chk.ServiceID)
+	// The TTL and DeregisterCriticalServiceAfter are not shown by the agent's
+	// API; the TTL tests and the SIGKILL test in the command's tests see the
+	// agent act on them.
 
 	require.NoError(t, c.SetStatus(ctx, 0, "web-1", api.HealthPassing, "ready"))
 	consultest.WaitServiceStatus(t, agent.Client, "web-1", api.HealthPassing, 5*time.Second)
