@@ -296,6 +296,22 @@ func TestStop_UnansweredDeregistrationRetriedWhileTheChildStops(t *testing.T) {
 	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
 }
 
+// A stop that lasts longer than --kill-timeout because the deregistration
+// was retried while the child stopped does not report the (long ended)
+// checks as still running.
+func TestStop_LongLateDeregistrationLeavesNoCheckWarning(t *testing.T) {
+	log := &logBuffer{}
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond, KillTimeout: 100 * time.Millisecond, Logger: log.logger()}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, nil, true, nil)
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t) // at --consul-timeout + --kill-timeout: the retries' end
+	assert.Equal(t, 128+15, res.code)
+	assert.Greater(t, r.j.countMatch(hasPrefix("deregister-attempt")), 1, "retried while the child stopped: %q", r.j.all())
+	assert.NotContains(t, log.String(), "checks still running", log.String())
+}
+
 // An agent that is not there (nothing listens) is not waited for: the
 // deregistration is tried once, and the stop ends with the child.
 func TestStop_DeregistrationFromAGoneAgentNotRetried(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/svcwrap/svcwrap/check"
@@ -37,6 +38,7 @@ type health struct {
 	results chan report        // from the checks' goroutines
 	cancel  context.CancelFunc // abandons every run
 	wg      sync.WaitGroup
+	running atomic.Int32 // goroutines of wg not yet ended
 
 	// firstDue fires when the first combined result is due, whether or not
 	// every check has reported; graceEnds when --grace runs out. Each is
@@ -156,13 +158,20 @@ func (h *health) start() (check.Result, bool) {
 		h.graceEnds = h.after(h.cfg.Grace)
 	}
 	for i, r := range h.checks {
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			r.run(ctx, i, h.results)
-		}()
+		h.spawn(func() { r.run(ctx, i, h.results) })
 	}
 	return check.Result{}, false
+}
+
+// spawn runs fn in a goroutine that stop waits for.
+func (h *health) spawn(fn func()) {
+	h.wg.Add(1)
+	h.running.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer h.running.Add(-1)
+		fn()
+	}()
 }
 
 func (h *health) after(d time.Duration) <-chan time.Time {
@@ -177,9 +186,7 @@ func (h *health) after(d time.Duration) <-chan time.Time {
 // PID alone until the next status change.
 func (h *health) startDescribing(ctx context.Context) {
 	first := make(chan struct{})
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
+	h.spawn(func() {
 		h.setChild(check.Describe(ctx, h.pid))
 		close(first)
 		for {
@@ -190,7 +197,7 @@ func (h *health) startDescribing(ctx context.Context) {
 				return
 			}
 		}
-	}()
+	})
 	t := time.NewTimer(firstDueAfter)
 	defer t.Stop()
 	select {
@@ -289,6 +296,12 @@ func (h *health) abandon() {
 // stuck check (a read of /proc in D state) adds nothing beyond it.
 func (h *health) stop() {
 	h.abandon()
+	// All ended, maybe long ago: a stop that took longer than --kill-timeout
+	// (a deregistration retried while the child stopped) must not find the
+	// deadline below gone and report them running.
+	if h.running.Load() == 0 {
+		return
+	}
 	done := make(chan struct{})
 	go func() { h.wg.Wait(); close(done) }()
 	t := time.NewTimer(max(time.Until(h.abandoned.Add(h.cfg.KillTimeout)), 0))
