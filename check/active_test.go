@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -283,4 +284,10 @@ func TestDescribe(t *testing.T) {
 	d := check.Describe(context.Background(), c.pid())
 	assert.True(t, strings.HasPrefix(d, "pid "+strconv.Itoa(c.pid())+": "+os.Args[0]), d)
 	assert.Equal(t, "pid 0", check.Describe(context.Background(), 0))
+
+	// A process that has ended (and been reaped) is named by its PID alone.
+	gone := exec.Command("true")
+	require.NoError(t, gone.Run())
+	pid := gone.ProcessState.Pid()
+	assert.Equal(t, "pid "+strconv.Itoa(pid), check.Describe(context.Background(), pid))
 }
