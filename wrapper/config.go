@@ -102,7 +102,7 @@ type Config struct {
 	// TTL is the check's time to live. Zero: DefaultTTL.
 	TTL time.Duration
 	// Heartbeat is how often an unchanged status is refreshed; it must be
-	// shorter than TTL. Zero: DefaultHeartbeat of the TTL.
+	// shorter than TTL. Zero: DefaultHeartbeatPercent of the TTL.
 	Heartbeat time.Duration
 	// CheckInterval is how often each check runs once it has first passed;
 	// a child that stops listening, or a check that starts failing, turns
@@ -151,7 +151,10 @@ type Config struct {
 	// svcwrap received.
 	StopSignal syscall.Signal
 	// ConsulTimeout bounds each request to Consul, and all of Consul's part
-	// of a stop together. Zero: DefaultConsulTimeout.
+	// of a stop before the child hears the stop signal; a deregistration
+	// the agent refused or did not answer by then goes on while the child
+	// stops, up to ConsulTimeout + Drain + KillTimeout after the stop began.
+	// Zero: DefaultConsulTimeout.
 	ConsulTimeout time.Duration
 	// LockDir holds the host locks, one file per agent and service ID, that
 	// let one svcwrap of this host at a time claim an ID. Zero: /run/svcwrap

@@ -312,6 +312,24 @@ func TestStop_LongLateDeregistrationLeavesNoCheckWarning(t *testing.T) {
 	assert.NotContains(t, log.String(), "checks still running", log.String())
 }
 
+// When the child has ended and only the deregistration's retries keep
+// svcwrap (a hung agent, a long --kill-timeout), a second stop signal ends
+// them at once.
+func TestStop_SecondSignalAfterTheChildEndedEndsLateRetries(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond, KillTimeout: time.Hour}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, nil, true, nil)
+	r.sigs <- syscall.SIGTERM
+	r.j.waitFor(t, "signal SIGTERM") // the child dies of it; the retries go on
+	attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t) // within the test's wait, not the hour
+	assert.Equal(t, 128+15, res.code)
+	assert.Equal(t, -1, r.j.index("deregister web"), "%q", r.j.all())
+}
+
 // An agent that is not there (nothing listens) is not waited for: the
 // deregistration is tried once, and the stop ends with the child.
 func TestStop_DeregistrationFromAGoneAgentNotRetried(t *testing.T) {

@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -360,18 +362,18 @@ func (s *stopper) stopTimers() {
 // turnAway is the first step of a stop: turn traffic away from the service
 // before the child hears anything. It deregisters the service or, when the
 // policy keeps it until the outcome is known, makes it critical. The syncer is
-// stopped first, so that no heartbeat can bring the service back; the copies
-// left on other agents are swept once the deregistration is done (it
-// removes the registrations whose outcome is unknown itself).
+// stopped first, so that no heartbeat can bring the service back. The
+// copies left on agents svcwrap moved away from are swept in the background
+// meanwhile; a registration whose outcome is unknown is the
+// deregistration's to remove, before the child hears the stop.
 func (s *stopper) turnAway() {
 	s.stopSync()
-	if s.owned && s.cfg.Deregister == DeregisterOnExit {
+	dereg := s.owned && s.cfg.Deregister == DeregisterOnExit
+	s.sweepLeft(dereg)
+	switch {
+	case dereg:
 		s.deregister()
-		s.sweepLeft()
-		return
-	}
-	s.sweepLeft()
-	if s.owned {
+	case s.owned:
 		s.markCritical("svcwrap: stopping")
 	}
 }
@@ -379,16 +381,15 @@ func (s *stopper) turnAway() {
 // settle leaves Consul as the policy says once the child has ended.
 func (s *stopper) settle(exit signals.Exit) {
 	s.stopSync()
-	if s.owned && !s.deregistered && (s.cfg.Deregister == DeregisterOnExit || (s.cfg.Deregister == DeregisterOnSuccess && s.succeeded(exit))) {
+	dereg := s.owned && !s.deregistered &&
+		(s.cfg.Deregister == DeregisterOnExit || (s.cfg.Deregister == DeregisterOnSuccess && s.succeeded(exit)))
+	s.sweepLeft(dereg)
+	switch {
+	case dereg:
 		s.deregister()
-		s.sweepLeft()
-		return
+	case s.owned && !s.deregistered:
+		s.markCritical("svcwrap: command ended: " + exit.String())
 	}
-	s.sweepLeft()
-	if !s.owned || s.deregistered {
-		return
-	}
-	s.markCritical("svcwrap: command ended: " + exit.String())
 }
 
 // succeeded reports whether the child's end counts as a success for
@@ -397,35 +398,36 @@ func (s *stopper) succeeded(exit signals.Exit) bool {
 	return exit.Code == 0 || (s.requested != 0 && !s.killed && exit.Signal == s.requested)
 }
 
-// deregister removes the service from the agent that holds it, and from
+// deregister removes the service from the agent that holds it, then from
 // any agent where a registration's outcome is unknown: one the stop itself
 // cut short, answered or not, may be there and passing, and must be gone
-// before the child hears the stop signal. It is tried once per stop: an
-// attempt that failed within the budget would fail again, and a second one
-// would stretch the stop.
+// before the child hears the stop signal. It is tried once per stop, within
+// the stop's budget; one the agent refused or did not answer in time goes
+// on while the child stops (deregisterLate).
 func (s *stopper) deregister() {
 	if s.triedDereg {
 		return
 	}
 	s.triedDereg = true
+	on, _ := s.sync.holdings()
+	if on >= 0 {
+		call := func(ctx context.Context) error { return s.sync.deregisterOn(ctx, on) }
+		err := s.persist(call)
+		if agentBusy(err) && s.stopping && !s.hurried {
+			s.deregisterLate(on, call)
+		} else {
+			s.deregistered = s.deregisteredOn(on, err, false)
+		}
+	} else {
+		s.deregistered = true // registered nowhere for sure; see below
+	}
 	for _, i := range s.sync.unsure() {
 		err := s.persist(func(ctx context.Context) error { return s.sync.removeCopy(ctx, i) })
-		if err == nil {
-			s.sync.forget(i)
-		} // else sweepLeft tries again, in the background
+		if err != nil {
+			s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: could not remove a registration whose outcome is unknown",
+				"agent", s.reg.Addr(i), "error", err)
+		}
 	}
-	on, _ := s.sync.holdings()
-	if on < 0 {
-		s.deregistered = true // registered nowhere; copies are swept
-		return
-	}
-	call := func(ctx context.Context) error { return s.sync.deregisterOn(ctx, on) }
-	err := s.persist(call)
-	if agentBusy(err) && s.stopping && !s.hurried {
-		s.deregisterLate(on, call)
-		return
-	}
-	s.deregistered = s.deregisteredOn(on, err, false)
 }
 
 // deregisteredOn says how a deregistration from agent on ended, and reports
@@ -487,7 +489,16 @@ func (s *stopper) deregisterLate(on int, call func(context.Context) error) {
 // out may still be done by the agent: the next one then finds nothing to
 // remove, which is a success.
 func agentBusy(err error) bool {
-	return errors.Is(err, consulclient.ErrRefused) || errors.Is(err, context.DeadlineExceeded)
+	if errors.Is(err, consulclient.ErrRefused) {
+		return true
+	}
+	// A connection that could not even be set up in time is an agent that
+	// is not there (its host down or cut off), not one at work.
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return false
+	}
+	return errors.Is(err, context.DeadlineExceeded)
 }
 
 // markCritical keeps the service but turns its check critical with output,
@@ -513,13 +524,19 @@ func (s *stopper) markCritical(output string) {
 // they are still its own: one attempt each, within what is left of the
 // stop's budget (finish waits for them; a second stop signal cancels them).
 // An agent that does not answer keeps its copy, which Consul's reaper
-// removes once it is critical for DeregisterAfter.
-func (s *stopper) sweepLeft() {
-	if s.sweeping {
+// removes once it is critical for DeregisterAfter. The registrations of
+// unknown outcome are left to the deregistration when it follows
+// (butUnsure).
+func (s *stopper) sweepLeft(butUnsure bool) {
+	if s.sweeping || s.hurried {
 		return
 	}
 	s.sweeping = true
 	_, left := s.sync.holdings()
+	if butUnsure {
+		unsure := s.sync.unsure()
+		left = slices.DeleteFunc(left, func(i int) bool { return slices.Contains(unsure, i) })
+	}
 	if len(left) == 0 {
 		return
 	}
@@ -562,10 +579,14 @@ const (
 // agent turns away the connections beyond its per-IP limit, and one attempt
 // would leave those services registered until the reaper. An agent that does
 // not answer at all is not waited for beyond the budget: the child's stop
-// would wait with it. The call runs in a goroutine while this one handles
+// would wait with it (a deregistration goes on in the background,
+// deregisterLate). The call runs in a goroutine while this one handles
 // signals as the supervise loop would; a second stop signal cancels the
 // call under way and ends the retries.
 func (s *stopper) persist(call func(ctx context.Context) error) error {
+	if s.hurried {
+		return errGaveUp
+	}
 	began := time.Now()
 	defer func() { s.spent += time.Since(began) }()
 	ctx, cancel := context.WithTimeout(context.Background(), s.remaining())
@@ -631,6 +652,10 @@ func (s *stopper) hurry(sig os.Signal) bool {
 	return true
 }
 
+// errGaveUp is what a Consul call of the stop returns once a second stop
+// signal has given up on Consul.
+var errGaveUp = errors.New("gave up on Consul: a second stop signal")
+
 // giveUpOnConsul ends every retry and removal still under way: a second stop
 // signal means now (the TTL and the reaper will clean up).
 func (s *stopper) giveUpOnConsul() {
@@ -656,8 +681,7 @@ func (s *stopper) finish(exit signals.Exit) (int, error) {
 	s.cfg.Notify.Stopping("command ended: " + exit.String())
 	s.abandon()
 	s.settle(exit)
-	s.sweeps.Wait() // bounded by the stop's budget
-	s.late.Wait()   // bounded by the stop's end
+	s.awaitConsul()
 	if s.cancelSweeps != nil {
 		s.cancelSweeps()
 	}
@@ -667,6 +691,29 @@ func (s *stopper) finish(exit signals.Exit) (int, error) {
 		return ExitUsage, s.failure
 	}
 	return exit.Code, nil
+}
+
+// awaitConsul waits for the sweeps (bounded by the stop's budget) and a
+// deregistration still being retried (bounded by the stop's end), which may
+// outlast the child; a stop signal meanwhile gives up on them at once.
+func (s *stopper) awaitConsul() {
+	done := make(chan struct{})
+	go func() {
+		s.sweeps.Wait()
+		s.late.Wait()
+		close(done)
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		case sig := <-s.cfg.Signals:
+			if signals.IsStop(sig) {
+				s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", sig.String())
+				s.giveUpOnConsul()
+			}
+		}
+	}
 }
 
 // reapGroup ends what is left of the child's process group once its leader
