@@ -178,13 +178,6 @@ func (s *syncer) unsure() []int {
 	return agents
 }
 
-// forget drops agent i from the agents that may hold a copy: it has none.
-func (s *syncer) forget(i int) {
-	s.mu.Lock()
-	delete(s.left, i)
-	s.mu.Unlock()
-}
-
 // holdings says, once run has returned, where the registration is (-1:
 // nowhere) and which agents may still hold a copy.
 func (s *syncer) holdings() (on int, left []int) {

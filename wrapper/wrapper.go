@@ -640,12 +640,7 @@ func (s *stopper) hurry(sig os.Signal) bool {
 		s.signal(sig)
 		return false
 	}
-	name := sig.String()
-	if ssig, ok := sig.(syscall.Signal); ok {
-		name = signals.Name(ssig)
-	}
-	s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", name)
-	s.giveUpOnConsul()
+	s.giveUpWaiting(sig)
 	if s.stopping {
 		s.kill()
 	}
@@ -655,6 +650,17 @@ func (s *stopper) hurry(sig os.Signal) bool {
 // errGaveUp is what a Consul call of the stop returns once a second stop
 // signal has given up on Consul.
 var errGaveUp = errors.New("gave up on Consul: a second stop signal")
+
+// giveUpWaiting is a stop signal, sig, that arrived while the stop waits for
+// Consul: it says so and gives up on Consul.
+func (s *stopper) giveUpWaiting(sig os.Signal) {
+	name := sig.String()
+	if ssig, ok := sig.(syscall.Signal); ok {
+		name = signals.Name(ssig)
+	}
+	s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", name)
+	s.giveUpOnConsul()
+}
 
 // giveUpOnConsul ends every retry and removal still under way: a second stop
 // signal means now (the TTL and the reaper will clean up).
@@ -709,8 +715,7 @@ func (s *stopper) awaitConsul() {
 			return
 		case sig := <-s.cfg.Signals:
 			if signals.IsStop(sig) {
-				s.cfg.Logger.Warn("stop signal while waiting for Consul: giving up on Consul", "signal", sig.String())
-				s.giveUpOnConsul()
+				s.giveUpWaiting(sig)
 			}
 		}
 	}
