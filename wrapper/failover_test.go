@@ -258,42 +258,33 @@ func TestStop_BudgetCountsConsulTimeOnly(t *testing.T) {
 	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
 }
 
-// A deregistration the agent still refuses when the stop's Consul budget has
-// run out does not hold the child's stop: the stop signal goes out, and the
-// deregistration goes on being retried while the child stops, so the entry
-// goes once the agent admits it (a host's wrappers stopped together).
-func TestStop_RefusedDeregistrationRetriedWhileTheChildStops(t *testing.T) {
-	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute}
-	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
-	r.j.waitFor(t, "register web passing")
-	r.reg.set(0, fmt.Errorf("deregister: %w", consulclient.ErrRefused), false, nil)
-	r.sigs <- syscall.SIGTERM
-	r.j.waitFor(t, "signal SIGTERM")
-	attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
-	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
-	r.reg.set(0, nil, false, nil) // the agent admits it now
-	res := r.wait(t)
-	assert.Equal(t, 128+15, res.code)
-	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
-}
-
-// So does one the agent took and had not answered when the budget ran out
-// (a thousand deregistrations at once: the agent answers them one catalog
-// sync at a time): it is tried again while the child stops, and the entry
-// goes once the agent answers.
-func TestStop_UnansweredDeregistrationRetriedWhileTheChildStops(t *testing.T) {
-	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute}
-	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
-	r.j.waitFor(t, "register web passing")
-	r.reg.set(0, nil, true, nil)
-	r.sigs <- syscall.SIGTERM
-	r.j.waitFor(t, "signal SIGTERM")
-	attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
-	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
-	r.reg.set(0, nil, false, nil) // the agent answers now
-	res := r.wait(t)
-	assert.Equal(t, 128+15, res.code)
-	requireBefore(t, r.j, "signal SIGTERM", "deregister web")
+// A deregistration the agent refused, or took and had not answered, when
+// the stop's Consul budget ran out does not hold the child's stop: the stop
+// signal goes out, and the deregistration goes on being retried while the
+// child stops, so the entry goes once the agent admits or answers it (a
+// host's wrappers stopped together: the agent refuses the connections
+// beyond its per-IP limit and answers the others one catalog sync at a
+// time).
+func TestStop_DeregistrationNotDoneRetriedWhileTheChildStops(t *testing.T) {
+	for name, fault := range map[string]func(r *fakeRegistry){
+		"refused":    func(r *fakeRegistry) { r.set(0, fmt.Errorf("deregister: %w", consulclient.ErrRefused), false, nil) },
+		"unanswered": func(r *fakeRegistry) { r.set(0, nil, true, nil) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute}
+			r := startFake(t, cfg, diesOn(syscall.SIGTERM))
+			r.j.waitFor(t, "register web passing")
+			fault(r.reg)
+			r.sigs <- syscall.SIGTERM
+			r.j.waitFor(t, "signal SIGTERM")
+			attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
+			r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
+			r.reg.set(0, nil, false, nil) // the agent admits or answers it now
+			res := r.wait(t)
+			assert.Equal(t, 128+15, res.code)
+			requireBefore(t, r.j, "signal SIGTERM", "deregister web")
+		})
+	}
 }
 
 // A stop that lasts longer than --kill-timeout because the deregistration
