@@ -147,8 +147,9 @@ func TestCheckScript_Hangs(t *testing.T) {
 		pids := filepath.Join(t.TempDir(), "pids")
 		script := fmt.Sprintf("echo $$ >> %s; sleep 1000 & echo $! >> %s; wait", pids, pids)
 		w := start(t, agent, "--check", "script:"+script, "--check-timeout", "300ms", "--id", "hang-timeout", "hang", "--", "sleep", "1000")
-		// Critical from the start, the output kept from the first result.
-		waitCheck(t, agent, "hang-timeout", api.HealthCritical, "not passing yet")
+		// Critical from the start; the timeout, once the first run has
+		// one, is the reason it reads.
+		waitCheck(t, agent, "hang-timeout", api.HealthCritical, "script timed out after 300ms")
 		first := readPIDs(t, pids, 2)[:2]
 		waitAllGone(t, first...) // killed at the timeout, svcwrap running on
 		w.signal(syscall.SIGTERM)

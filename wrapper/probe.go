@@ -53,6 +53,13 @@ type health struct {
 	// output change to its servers).
 	handed     check.Result
 	handedOnce bool
+	// unheard counts the checks that have not reported yet (their output
+	// is the not-passing-yet placeholder); handedUnheard is what it was
+	// when the syncer was handed last. A placeholder is not a reason: a
+	// check's first report brings a new output even under the same status,
+	// at most once per check.
+	unheard, handedUnheard int
+	heard                  []bool
 	abandoned  time.Time // when the checks were abandoned
 
 	// The child as Describe names it, read off the loop (a read of /proc
@@ -123,6 +130,8 @@ func (h *health) add(name string, c Checker, refast bool) {
 	// Until a check has reported, it counts as critical: the service
 	// starts critical, and passes once every check does.
 	h.latest = append(h.latest, check.Result{Status: check.Critical, Output: name + ": not passing yet"})
+	h.heard = append(h.heard, false)
+	h.unheard++
 }
 
 // checkOptions are the settings every active check shares.
@@ -221,6 +230,10 @@ func (h *health) child() string {
 // update takes a check's new result in and returns the combined one.
 func (h *health) update(rep report) check.Result {
 	h.latest[rep.check] = rep.result
+	if !h.heard[rep.check] {
+		h.heard[rep.check] = true
+		h.unheard--
+	}
 	return h.combine()
 }
 
@@ -259,13 +272,18 @@ func (h *health) combine() check.Result {
 // over last is kept, byte for byte, whatever the reasons now: a reason that
 // changes under the same status (503, then connection refused), checks
 // joining or leaving the worst status, a script's changing first line.
-// A new status brings a new output, naming the child (pid and command).
+// A new status brings a new output, naming the child (pid and command), and
+// so does a check's first report while the output handed over holds its
+// placeholder: "not passing yet" is no reason, and an operator looking at a
+// critical service is to read why (not listening, a script that times out).
+// That is one write more per check at most, and none when the checks report
+// before the first result is due.
 func (h *health) hand(r check.Result) check.Result {
-	if h.handedOnce && r.Status == h.handed.Status {
+	if h.handedOnce && r.Status == h.handed.Status && h.unheard == h.handedUnheard {
 		return h.handed
 	}
 	r.Output += " (" + h.child() + ")"
-	h.handed, h.handedOnce = r, true
+	h.handed, h.handedOnce, h.handedUnheard = r, true, h.unheard
 	select { // the child as it is by the next status change
 	case h.redescribe <- struct{}{}:
 	default:

@@ -134,8 +134,9 @@ func testHealth(t *testing.T, cfg Config) *health {
 
 // The output handed to the syncer stays byte for byte the same while the
 // combined status does: through a change of reason, checks joining or
-// leaving the worst status, and the placeholder being replaced; a new
-// status brings a new output, naming the child.
+// leaving the worst status. A new status brings a new output, naming the
+// child, and so does each check's first report while the output holds the
+// placeholders: they are no reason.
 func TestHealth_OutputStable(t *testing.T) {
 	h := testHealth(t, Config{Checks: []string{"tcp:127.0.0.1:1", "script:true"}})
 	first := h.onFirstDue()
@@ -143,10 +144,14 @@ func TestHealth_OutputStable(t *testing.T) {
 		Output: "tcp:127.0.0.1:1: not passing yet; script:true: not passing yet (pid 4242)"}, first)
 
 	t.Run("critical", func(t *testing.T) {
-		assert.Equal(t, first, h.update(report{check: 0, result: down}), "the placeholder replaced by a reason")
-		assert.Equal(t, first, h.update(report{check: 0, result: gone}), "503, then connection refused")
-		assert.Equal(t, first, h.update(report{check: 1, result: down}), "a second check joins the worst")
-		assert.Equal(t, first, h.update(report{check: 1, result: up}), "and leaves it")
+		reason := h.update(report{check: 0, result: down})
+		assert.Equal(t, check.Result{Status: check.Critical,
+			Output: "GET u: 503; script:true: not passing yet (pid 4242)"}, reason, "a placeholder replaced by a reason")
+		assert.Equal(t, reason, h.update(report{check: 0, result: gone}), "503, then connection refused")
+		both := h.update(report{check: 1, result: down})
+		assert.Equal(t, check.Result{Status: check.Critical,
+			Output: "GET u: connection refused; GET u: 503 (pid 4242)"}, both, "the last placeholder replaced: the second check's first report")
+		assert.Equal(t, both, h.update(report{check: 1, result: up}), "a check leaves the worst")
 	})
 	t.Run("warning", func(t *testing.T) {
 		warn := h.update(report{check: 0, result: busy})
