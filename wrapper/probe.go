@@ -60,7 +60,7 @@ type health struct {
 	// at most once per check.
 	unheard, handedUnheard int
 	heard                  []bool
-	abandoned  time.Time // when the checks were abandoned
+	abandoned              time.Time // when the checks were abandoned
 
 	// The child as Describe names it, read off the loop (a read of /proc
 	// can block): once at the start, and again after each status change,
