@@ -105,6 +105,30 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// A command that ends at once may end while its registration is on its
+// way: when svcwrap has exited, the agent holds nothing, run after run. The
+// runs' commands live from 0 to 2 ms (where the old code failed), so that
+// some end inside that window whatever the machine's pace. (Cutting the registration short left it
+// registered, passing, in about 1 run of 20 of `true`: the agent applied it
+// after svcwrap had looked and found nothing.)
+func TestShortLivedCommand_NothingLeftRegistered(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	const runs = 100
+	var left []string
+	for i := range runs {
+		life := fmt.Sprintf("%.5f", float64(i)/50000) // seconds
+		w := start(t, agent, "--id", "short", "short", "--", "sleep", life)
+		require.Equal(t, 0, w.wait(wait), "stderr: %s", w.errOut)
+		services, err := agent.Client.Agent().Services()
+		require.NoError(t, err)
+		if _, ok := services["short"]; ok {
+			left = append(left, life)
+			require.NoError(t, agent.Client.Agent().ServiceDeregister("short"))
+		}
+	}
+	assert.Empty(t, left, "lives (s) of the commands, of %d, whose service was left registered", runs)
+}
+
 func TestReregistersAfterAgentRestart(t *testing.T) {
 	agent := consultest.StartAgent(t)
 	w := start(t, agent, "--ttl", "2s", "--heartbeat", "200ms", "-vvv", "phoenix", "--", "sleep", "1000")

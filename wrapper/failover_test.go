@@ -334,13 +334,14 @@ func TestStop_DeregistrationFromAGoneAgentNotRetried(t *testing.T) {
 	assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "%q", r.j.all())
 }
 
-// A stop that cuts the first registration short (the agent applied it, the
-// answer had not arrived) does not know whether the service is registered:
-// it looks, and removes it, before the child hears the stop signal.
-func TestStop_CutShortRegistrationRemovedBeforeTheStopSignal(t *testing.T) {
+// A stop that waited for the first registration until its timeout (the
+// agent applied it, the answer never came) does not know whether the
+// service is registered: it looks, and removes it, before the child hears
+// the stop signal.
+func TestStop_UnansweredRegistrationRemovedBeforeTheStopSignal(t *testing.T) {
 	cfg := wrapper.Config{ConsulTimeout: time.Minute, KillTimeout: time.Minute}
 	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
-		r.reg.hangOp = "register"
+		r.reg.hangOp, r.reg.hangFor = "register", 50*time.Millisecond
 		r.reg.set(0, nil, false, ours())
 	})
 	r.j.waitFor(t, "unanswered register")
@@ -349,6 +350,55 @@ func TestStop_CutShortRegistrationRemovedBeforeTheStopSignal(t *testing.T) {
 	assert.Equal(t, 128+15, res.code)
 	requireBefore(t, r.j, "unanswered register", "deregister web")
 	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+}
+
+// A child that ends while its first registration is on its way (the agent
+// slow to apply it) leaves nothing registered: the stop waits for the
+// registration's answer, which says where the service is, rather than cut
+// it short and look before the agent has applied it. So does a stop signal.
+func TestStop_RegistrationUnderWayAnsweredBeforeTheStop(t *testing.T) {
+	for name, stop := range map[string]func(r *fakeRun){
+		"child ends": func(r *fakeRun) { r.child.exit(signals.Exit{Code: 0}) },
+		"SIGTERM":    func(r *fakeRun) { r.sigs <- syscall.SIGTERM },
+	} {
+		t.Run(name, func(t *testing.T) {
+			log := &logBuffer{}
+			release := make(chan struct{})
+			cfg := wrapper.Config{ConsulTimeout: time.Minute, KillTimeout: time.Minute, Logger: log.logger()}
+			r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) { r.reg.slowRegister = release })
+			r.j.waitFor(t, "register-sent web")
+			stop(r)
+			r.j.waitUntil(t, func() bool {
+				return strings.Contains(log.String(), "command ended") || strings.Contains(log.String(), "stopping")
+			}, log.String)
+			close(release) // the agent applies it now
+			res := r.wait(t)
+			require.NoError(t, res.err)
+			r.j.waitMatch(t, "registration applied", hasPrefix("register web passing")) // by now, or late
+			assert.False(t, r.reg.holds(0), "the agent holds nothing once svcwrap has exited: %q", r.j.all())
+			requireBefore(t, r.j, "register web passing", "deregister web")
+			if name == "SIGTERM" {
+				requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+			}
+		})
+	}
+}
+
+// While the stop waits for a registration's answer, a second stop signal
+// gives up on it and kills the group at once.
+func TestStop_SecondSignalEndsTheWaitForARegistration(t *testing.T) {
+	log := &logBuffer{}
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	cfg := wrapper.Config{ConsulTimeout: time.Hour, KillTimeout: time.Hour, Logger: log.logger()}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) { r.reg.slowRegister = release })
+	r.j.waitFor(t, "register-sent web")
+	r.sigs <- syscall.SIGTERM
+	r.j.waitUntil(t, func() bool { return strings.Contains(log.String(), "stopping") }, log.String)
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t) // within the test's wait, not the hour
+	assert.Equal(t, 128+9, res.code)
+	assert.Contains(t, log.String(), "giving up on Consul")
 }
 
 // A second stop signal gives up on those retries at once.

@@ -119,8 +119,53 @@ type fakeRegistry struct {
 	// context ends (and take effect first, as a request the agent applied
 	// and did not answer in time): "register".
 	hangOp string
+	// hangFor, when set, is how long a call hangOp makes hang lasts at most,
+	// as the real client's timeout: then it fails as unanswered.
+	hangFor time.Duration
 	// services is the last registration made with each agent.
 	services map[int]consulclient.Service
+	// slowRegister, when set, is a registration the agent takes its time
+	// over, as a real one under load: Register blocks until the channel is
+	// closed, then applies. A caller that gives up first (its context ends)
+	// gets an error at once, and the agent applies the registration anyway
+	// once the channel is closed, as an agent does with a request whose
+	// client hung up. Holder then says what the agent holds (live).
+	slowRegister chan struct{}
+	live         map[int]bool
+}
+
+// slow is Register's slowRegister: the wait, and the registration applied
+// late if the caller gave up.
+func (r *fakeRegistry) slow(ctx context.Context, i int, s consulclient.Service, release chan struct{}) error {
+	r.add(i, "register-sent %s", s.ID)
+	select {
+	case <-release:
+		r.apply(i, s, "")
+		return nil
+	case <-ctx.Done():
+		go func() {
+			<-release
+			r.apply(i, s, " (applied late)")
+		}()
+		return fmt.Errorf("register through agent%d: %w: %w", i, consulclient.ErrUnreachable, ctx.Err())
+	}
+}
+
+func (r *fakeRegistry) apply(i int, s consulclient.Service, note string) {
+	r.mu.Lock()
+	if r.live == nil {
+		r.live = map[int]bool{}
+	}
+	r.live[i] = true
+	r.mu.Unlock()
+	r.add(i, "register %s %s%s", s.ID, s.Status, note)
+}
+
+// holds reports whether the agent holds the service (slowRegister's runs).
+func (r *fakeRegistry) holds(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live[i]
 }
 
 // set changes the fake's behaviour for agent i under its lock: fail (nil to
@@ -191,10 +236,19 @@ func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Servi
 	}
 	r.services[i] = s
 	hang := r.hangOp == "register"
+	release := r.slowRegister
 	r.mu.Unlock()
+	if release != nil {
+		return r.slow(ctx, i, s, release)
+	}
 	r.add(i, "register %s %s", s.ID, s.Status)
 	if hang {
 		r.add(i, "unanswered register")
+		if r.hangFor > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, r.hangFor)
+			defer cancel()
+		}
 		<-ctx.Done()
 		return fmt.Errorf("register through agent%d: %w: %w", i, consulclient.ErrUnreachable, ctx.Err())
 	}
@@ -220,6 +274,9 @@ func (r *fakeRegistry) Deregister(ctx context.Context, i int, id string) error {
 	if err := r.err(i); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	delete(r.live, i)
+	r.mu.Unlock()
 	r.add(i, "deregister %s", id)
 	return nil
 }
@@ -233,6 +290,12 @@ func (r *fakeRegistry) Holder(ctx context.Context, i int, _ string) (*consulclie
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.slowRegister != nil {
+		if r.live[i] {
+			return ours(), nil
+		}
+		return nil, nil
+	}
 	if i == 0 {
 		return r.holder, nil
 	}

@@ -71,6 +71,22 @@ type syncer struct {
 	// Owned by the caller of want, not by run.
 	handed     bool
 	lastHanded check.Result
+
+	// aborted ends a registration under way, which the end of run's
+	// context does not (see finishing): a second stop signal.
+	aborted context.Context
+	abort   context.CancelFunc
+}
+
+// finishing is the context of a registration sent from ctx: it is not cut
+// short when ctx ends (a stop, the child's end), only by its own timeout or
+// by abort. An agent applies a registration whose client hung up all the
+// same, maybe after the stop has looked at what it holds and found nothing;
+// the answer is what says where the service is, so the stop waits for it.
+func (s *syncer) finishing(ctx context.Context) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(s.aborted, cancel)
+	return c, func() { stop(); cancel() }
 }
 
 func newSyncer(cfg Config, reg Registry) *syncer {
@@ -96,6 +112,7 @@ func newSyncer(cfg Config, reg Registry) *syncer {
 		held:  map[int]bool{},
 		left:  map[int]*sweep{},
 	}
+	s.aborted, s.abort = context.WithCancel(context.Background())
 	s.logger.Store(cfg.Logger)
 	return s
 }
@@ -460,7 +477,10 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 		// it goes through: another host's.
 		svc.Address = s.home
 	}
-	if err := s.reg.Register(ctx, i, svc); err != nil {
+	rctx, done := s.finishing(ctx)
+	err := s.reg.Register(rctx, i, svc)
+	done()
+	if err != nil {
 		if i != s.on && !errors.Is(err, consulclient.ErrRejected) {
 			// Sent, perhaps applied, never answered (a timeout, an agent
 			// dying mid-request): there may be a copy.

@@ -151,7 +151,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	}
 
 	// 4. Supervise: one loop over the child's end, signals, checks and Consul.
-	st := stopper{cfg: cfg, reg: reg, sync: consul, child: child, stopSync: stopSync, owned: true, abandon: checks.abandon}
+	st := stopper{cfg: cfg, reg: reg, sync: consul, child: child, cancelSync: cancelSync, syncDone: syncDone, owned: true, abandon: checks.abandon}
 	defer st.stopTimers()
 	ctxDone := ctx.Done()
 	for {
@@ -226,12 +226,14 @@ func startErrorCode(err error) int {
 // stopper is the stop sequence, written once. Every step is idempotent, so a
 // second signal, the kill timeout and the child's end may arrive in any order.
 type stopper struct {
-	cfg      Config
-	reg      Registry
-	sync     *syncer
-	child    Process
-	stopSync func()
-	abandon  func() // cancels the checks under way; a stop never waits on one
+	cfg     Config
+	reg     Registry
+	sync    *syncer
+	child   Process
+	abandon func() // cancels the checks under way; a stop never waits on one
+
+	cancelSync context.CancelFunc // ends the syncer's run
+	syncDone   <-chan struct{}    // closed when it has ended
 
 	owned        bool // the registration is ours to change
 	deregistered bool
@@ -367,7 +369,7 @@ func (s *stopper) stopTimers() {
 // meanwhile; a registration whose outcome is unknown is the
 // deregistration's to remove, before the child hears the stop.
 func (s *stopper) turnAway() {
-	s.stopSync()
+	s.stopSyncer()
 	dereg := s.owned && s.cfg.Deregister == DeregisterOnExit
 	s.sweepLeft(dereg)
 	switch {
@@ -378,9 +380,29 @@ func (s *stopper) turnAway() {
 	}
 }
 
+// stopSyncer ends the syncer, so that no heartbeat can bring the service
+// back, and waits for it. A registration under way is let finish (see
+// syncer.finishing): only its answer says whether the service is there.
+// The wait counts against the stop's budget for Consul (the registration's
+// own timeout bounds it), and a stop signal meanwhile cuts the registration
+// short: its outcome is then unknown, and the deregistration looks.
+func (s *stopper) stopSyncer() {
+	s.cancelSync()
+	select {
+	case <-s.syncDone:
+		return
+	default:
+	}
+	began := time.Now()
+	defer func() { s.spent += time.Since(began) }()
+	done := make(chan error, 1)
+	go func() { <-s.syncDone; done <- nil }()
+	s.during(done, s.sync.abort)
+}
+
 // settle leaves Consul as the policy says once the child has ended.
 func (s *stopper) settle(exit signals.Exit) {
-	s.stopSync()
+	s.stopSyncer()
 	dereg := s.owned && !s.deregistered &&
 		(s.cfg.Deregister == DeregisterOnExit || (s.cfg.Deregister == DeregisterOnSuccess && s.succeeded(exit)))
 	s.sweepLeft(dereg)
@@ -666,6 +688,7 @@ func (s *stopper) giveUpWaiting(sig os.Signal) {
 // signal means now (the TTL and the reaper will clean up).
 func (s *stopper) giveUpOnConsul() {
 	s.hurried = true
+	s.sync.abort()
 	if s.cancelSweeps != nil {
 		s.cancelSweeps()
 	}
