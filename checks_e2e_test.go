@@ -58,11 +58,20 @@ func helperHealth(args []string) int {
 	return 1
 }
 
+// writeWhole replaces file's content at once (a rename): a check that
+// reads it meanwhile sees the old content or the new, never an empty file.
+func writeWhole(t *testing.T, file, content string) {
+	t.Helper()
+	tmp := file + ".new"
+	require.NoError(t, os.WriteFile(tmp, []byte(content), 0o644))
+	require.NoError(t, os.Rename(tmp, file))
+}
+
 // healthChild is the argv of a health helper on port, its code in a file
 // the test writes with set.
 func healthChild(t *testing.T, port int, code string) (argv []string, set func(string)) {
 	file := filepath.Join(t.TempDir(), "code")
-	set = func(code string) { require.NoError(t, os.WriteFile(file, []byte(code), 0o644)) }
+	set = func(code string) { writeWhole(t, file, code) }
 	set(code)
 	return helperArgv("health", strconv.Itoa(port), file), set
 }
@@ -124,7 +133,7 @@ func TestCheckTCP_ListenerGoesAway(t *testing.T) {
 func TestCheckScript_ExitCodes(t *testing.T) {
 	agent := consultest.StartAgent(t)
 	file := filepath.Join(t.TempDir(), "code")
-	set := func(code string) { require.NoError(t, os.WriteFile(file, []byte(code), 0o644)) }
+	set := func(code string) { writeWhole(t, file, code) }
 	set("0")
 	script := fmt.Sprintf(`c=$(cat %s); echo "disk 97%% full"; exit $c`, file)
 	w := start(t, agent, "--check", "script:"+script, "--check-interval", "100ms", "disk", "--", "sleep", "1000")
@@ -451,7 +460,7 @@ func TestCheck_OutputStableUnderStatus(t *testing.T) {
 	agent := consultest.StartAgent(t)
 	dir := t.TempDir()
 	file, runs := filepath.Join(dir, "state"), filepath.Join(dir, "runs")
-	set := func(s string) { require.NoError(t, os.WriteFile(file, []byte(s+"\n"), 0o644)) }
+	set := func(s string) { writeWhole(t, file, s+"\n") }
 	countRuns := func() int { b, _ := os.ReadFile(runs); return strings.Count(string(b), "\n") }
 	set("2 first")
 	script := fmt.Sprintf(`read c why < %s; echo "$why"; echo run >> %s; exit $c`, file, runs)
