@@ -34,13 +34,6 @@ import (
 // today's double deregistration costs (a whole --consul-timeout).
 const stopSlack = time.Second
 
-// noRaceExitSleep keeps the race detector from sleeping a second before a
-// process exits 0 (GORACE atexit_sleep_ms, 1000 by default): svcwrap and the
-// helper child are -race builds, and the stop bounds are about svcwrap.
-func noRaceExitSleep(t *testing.T) {
-	t.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-}
-
 // pause hangs the agent (SIGSTOP) and waits until every thread of it has
 // stopped: the signal is delivered asynchronously.
 func pause(t *testing.T, a *consultest.Agent) {
@@ -55,7 +48,6 @@ func pause(t *testing.T, a *consultest.Agent) {
 // trying while the child stops, up to that bound, even when the child is
 // quicker; an agent that is gone is not waited for.
 func TestFaultStop_BoundedWhateverTheAgentState(t *testing.T) {
-	noRaceExitSleep(t)
 	states := []struct {
 		name  string
 		fault func(t *testing.T, a *consultest.Agent)
@@ -103,7 +95,6 @@ func TestFaultStop_BoundedWhateverTheAgentState(t *testing.T) {
 // thousand wrappers stopped at once meet an agent that answers them one
 // catalog sync at a time, the last after more than --consul-timeout.)
 func TestFaultStop_HungAgentTakesTheDeregistrationWhenItComesBack(t *testing.T) {
-	noRaceExitSleep(t)
 	agent := consultest.StartAgent(t)
 	w := start(t, agent, append([]string{"-vv", "--consul-timeout", "1s", "--kill-timeout", "20s", "comeback", "--"}, helperArgv("signals")...)...)
 	w.out.waitFor(t, "ready", wait)
@@ -125,7 +116,6 @@ func TestFaultStop_HungAgentTakesTheDeregistrationWhenItComesBack(t *testing.T) 
 // A second stop signal kills the child's whole group at once, even while the
 // stop's request to a hung agent is still in flight.
 func TestFaultStop_SecondSignalKillsAtOnce(t *testing.T) {
-	noRaceExitSleep(t)
 	states := []struct {
 		name  string
 		fault func(t *testing.T, a *consultest.Agent)

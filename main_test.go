@@ -44,6 +44,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build svcwrap:", err)
 		os.Exit(1)
 	}
+	// The race detector sleeps a second before a process exits 0
+	// (atexit_sleep_ms): svcwrap and the helper children are -race builds,
+	// and every test that waits for one to exit would wait that second.
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -187,6 +191,9 @@ func launch(t *testing.T, cmd *exec.Cmd) *wrapped {
 		default:
 			_ = cmd.Process.Signal(syscall.SIGKILL)
 			<-w.done
+		}
+		if t.Failed() { // what svcwrap said is what explains a failure
+			t.Logf("svcwrap %q exited %d\nstderr:\n%s", cmd.Args[1:], w.code, w.errOut)
 		}
 	})
 	return w
