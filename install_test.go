@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,6 +59,26 @@ func TestMakeBuild_StaticAndLean(t *testing.T) {
 	assert.Equal(t, "0", settings["CGO_ENABLED"], "build settings: %v", settings)
 	assert.Equal(t, "true", settings["-trimpath"], "build settings: %v", settings)
 	assert.Contains(t, strings.Split(settings["-tags"], ","), "nethttpomithttp2", "build settings: %v", settings)
+
+	// One P before the packages that allocate at their init: the runtime's
+	// trace of the inits, in their order.
+	cmd := exec.Command(bin, "--version")
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	trace, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", trace)
+	var inits []string
+	for _, line := range strings.Split(string(trace), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "init" {
+			inits = append(inits, f[1])
+		}
+	}
+	one := slices.Index(inits, "github.com/svcwrap/svcwrap/internal/oneproc")
+	require.GreaterOrEqual(t, one, 0, "internal/oneproc is initialized: %q", inits)
+	for _, later := range []string{"unicode", "net/http", "github.com/hashicorp/consul/api", "github.com/spf13/cobra"} {
+		i := slices.Index(inits, later)
+		require.GreaterOrEqual(t, i, 0, "%s is initialized: %q", later, inits)
+		assert.Less(t, one, i, "one P before %s is initialized: %q", later, inits)
+	}
 }
 
 // `make man` writes svcwrap(1) from the command itself: the name line, the

@@ -7,9 +7,10 @@ package main
 
 import (
 	"os"
-	"runtime"
 	"runtime/debug"
 
+	// One P from the start, before any other package allocates: see there.
+	_ "github.com/svcwrap/svcwrap/internal/oneproc"
 	"github.com/svcwrap/svcwrap/signals"
 )
 
@@ -24,28 +25,18 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Environ(), sigs))
 }
 
-// Runtime settings for a process that waits 99.9% of the time and of which a
-// host runs hundreds (BENCHMARKS.md, "Footprint"); GOMAXPROCS or GOGC in the
-// environment win over them.
-const (
-	// maxProcs: svcwrap's goroutines wait on the child, signals, timers and
-	// the agent, and never need two cores at once. Each P costs a cache of
-	// heap spans and threads to run it: one instead of two (this machine's
-	// default) takes 0.35 MiB of private memory off each wrapper.
-	maxProcs = 1
-	// gcPercent: Go collects when the heap has doubled, but not before it
-	// reaches 4 MiB; svcwrap's live heap is a few hundred KiB, and each
-	// heartbeat leaves about 12 KiB of garbage, so with the default the heap
-	// grows for twenty minutes to 4 MiB and stays there. At 25 it is collected
-	// at about 1 MiB, a collection of well under a millisecond every few
-	// minutes.
-	gcPercent = 25
-)
+// gcPercent is the GC setting for a process that waits 99.9% of the time
+// and of which a host runs hundreds (BENCHMARKS.md, "Footprint"); GOGC in
+// the environment wins over it. (The other, one P, is set by
+// internal/oneproc.) Go collects when the heap has doubled, but not before
+// it reaches 4 MiB; svcwrap's live heap is a few hundred KiB, and each
+// heartbeat leaves about 12 KiB of garbage, so with the default the heap
+// grows for twenty minutes to 4 MiB and stays there. At 25 it is collected
+// at about 1 MiB, a collection of well under a millisecond every few
+// minutes.
+const gcPercent = 25
 
 func tuneRuntime() {
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(maxProcs)
-	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
