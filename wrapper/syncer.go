@@ -221,7 +221,7 @@ func (s *syncer) run(ctx context.Context) {
 			s.announce(current)
 			sent = current
 			retry = retryFirst
-			timer.Reset(s.cfg.Heartbeat)
+			timer.Reset(untilBeat(time.Now(), s.cfg.Heartbeat))
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, ErrIDInUse):
@@ -253,6 +253,29 @@ func (s *syncer) prepare(ctx context.Context) error {
 	default:
 		return err
 	}
+}
+
+// beatSlot is the grid of the wall clock that heartbeats are sent on: a
+// heartbeat goes at the last half second before it is due, so that the
+// wrappers of a host, which share the clock, reach their agent together.
+// The agent syncs its whole state after each TTL update, and it does a
+// burst of them for much less than the same updates one at a time, each
+// waking it up: at a thousand wrappers, 13% of a core instead of 15-21%, and
+// the wrappers' own CPU a minute 4.3 s instead of 7.0-7.8 (BENCHMARKS.md).
+// A burst of a thousand wrappers is about 80 requests, well inside the
+// agent's 200 connections per client address.
+const beatSlot = 500 * time.Millisecond
+
+// untilBeat is the wait from now until the next heartbeat, due every from
+// now: ended early at a boundary of beatSlot, never late, so that the TTL
+// keeps all of its margin. For a short heartbeat the slot shrinks to a
+// tenth of it: the wait stays above nine tenths of the heartbeat.
+func untilBeat(now time.Time, every time.Duration) time.Duration {
+	slot := min(beatSlot, every/10)
+	if slot <= 0 {
+		return every
+	}
+	return now.Add(every).Truncate(slot).Sub(now)
 }
 
 // await waits for a status that differs from current, the heartbeat, or the
