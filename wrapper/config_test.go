@@ -60,25 +60,31 @@ func TestAgentBusy(t *testing.T) {
 }
 
 // A heartbeat goes at the last half second of the wall clock before it is
-// due, never after; a short heartbeat gets a tenth of itself as the slot.
+// due, never after; a short heartbeat gets a tenth of itself as the slot;
+// one already due (the last answer came late) goes at once.
 func TestUntilBeat(t *testing.T) {
 	base := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		now   time.Duration // after base
+		due   time.Duration // after now
 		every time.Duration
 		want  time.Duration
 	}{
-		{0, 6 * time.Second, 6 * time.Second},                                   // due on a boundary: on time
-		{100 * time.Millisecond, 6 * time.Second, 5900 * time.Millisecond},      // 12:00:06.1 → 12:00:06.0
-		{499 * time.Millisecond, 6 * time.Second, 5501 * time.Millisecond},      // the most it is early: a slot
-		{700 * time.Millisecond, 6 * time.Second, 5800 * time.Millisecond},      // 12:00:06.7 → 12:00:06.5
-		{30 * time.Millisecond, 600 * time.Millisecond, 570 * time.Millisecond}, // slot 60 ms: 0.63 → 0.6
-		{0, 5 * time.Nanosecond, 5 * time.Nanosecond},                           // no slot at all
+		{0, 6 * time.Second, 6 * time.Second, 6 * time.Second},                                          // due on a boundary: on time
+		{100 * time.Millisecond, 6 * time.Second, 6 * time.Second, 5900 * time.Millisecond},             // 12:00:06.1 → 12:00:06.0
+		{499 * time.Millisecond, 6 * time.Second, 6 * time.Second, 5501 * time.Millisecond},             // the most it is early: a slot
+		{700 * time.Millisecond, 6 * time.Second, 6 * time.Second, 5800 * time.Millisecond},             // 12:00:06.7 → 12:00:06.5
+		{30 * time.Millisecond, 600 * time.Millisecond, 600 * time.Millisecond, 570 * time.Millisecond}, // slot 60 ms: 0.63 → 0.6
+		{0, 5 * time.Nanosecond, 5 * time.Nanosecond, 5 * time.Nanosecond},                              // no slot at all
+		{100 * time.Millisecond, 4 * time.Second, 6 * time.Second, 3900 * time.Millisecond},             // sent 2 s before its answer
+		{0, -time.Second, 6 * time.Second, 0},                                                           // answered after the heartbeat: at once
 	} {
 		now := base.Add(tc.now)
-		got := untilBeat(now, tc.every)
-		assert.Equal(t, tc.want, got, "now +%s, every %s", tc.now, tc.every)
-		assert.LessOrEqual(t, got, tc.every, "never late")
-		assert.Greater(t, got, tc.every*9/10, "never early by more than a slot")
+		got := untilBeat(now, now.Add(tc.due), tc.every)
+		assert.Equal(t, tc.want, got, "now +%s, due in %s, every %s", tc.now, tc.due, tc.every)
+		assert.LessOrEqual(t, got, max(tc.due, 0), "never late")
+		if tc.due > 0 {
+			assert.Greater(t, got, tc.due-min(beatSlot, tc.every/10)-1, "never early by more than a slot")
+		}
 	}
 }

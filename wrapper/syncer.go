@@ -208,6 +208,7 @@ func (s *syncer) run(ctx context.Context) {
 		return
 	}
 	for {
+		pushed := time.Now()
 		err := s.push(ctx, current)
 		s.hangUp()
 		switch {
@@ -221,7 +222,10 @@ func (s *syncer) run(ctx context.Context) {
 			s.announce(current)
 			sent = current
 			retry = retryFirst
-			timer.Reset(untilBeat(time.Now(), s.cfg.Heartbeat))
+			// Counted from the sending: the agent reset the TTL somewhere
+			// between then and its answer, which a busy agent (a host's
+			// start) gives seconds later.
+			timer.Reset(untilBeat(time.Now(), pushed.Add(s.cfg.Heartbeat), s.cfg.Heartbeat))
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, ErrIDInUse):
@@ -266,16 +270,16 @@ func (s *syncer) prepare(ctx context.Context) error {
 // agent's 200 connections per client address.
 const beatSlot = 500 * time.Millisecond
 
-// untilBeat is the wait from now until the next heartbeat, due every from
-// now: ended early at a boundary of beatSlot, never late, so that the TTL
-// keeps all of its margin. For a short heartbeat the slot shrinks to a
-// tenth of it: the wait stays above nine tenths of the heartbeat.
-func untilBeat(now time.Time, every time.Duration) time.Duration {
-	slot := min(beatSlot, every/10)
-	if slot <= 0 {
-		return every
+// untilBeat is the wait from now until the heartbeat due at due, every
+// after the last one was sent: brought forward to a boundary of beatSlot,
+// never late, so that the TTL keeps all of its margin. For a short
+// heartbeat the slot shrinks to a tenth of it. A heartbeat already due
+// (the last answer came that late) goes at once.
+func untilBeat(now, due time.Time, every time.Duration) time.Duration {
+	if slot := min(beatSlot, every/10); slot > 0 {
+		due = due.Truncate(slot)
 	}
-	return now.Add(every).Truncate(slot).Sub(now)
+	return max(due.Sub(now), 0)
 }
 
 // await waits for a status that differs from current, the heartbeat, or the
