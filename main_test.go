@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +32,11 @@ var svcwrapBin string
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(runHelper(mode, os.Args[1:]))
+	}
+	// The test binary is package main, so internal/oneproc gave it one P;
+	// the tests themselves (many svcwraps at once, -race) want them all.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(runtime.NumCPU())
 	}
 	dir, err := os.MkdirTemp("", "svcwrap-bin-")
 	if err != nil {
