@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,10 +35,16 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(runHelper(mode, os.Args[1:]))
 	}
-	// The test binary is package main, so internal/oneproc gave it one P;
-	// the tests themselves (many svcwraps at once, -race) want them all.
+	// The test binary is package main, so internal/oneproc gave it one P,
+	// and -test.parallel took that one as its default: the parallel tests
+	// (the reaper's, a minute and more each) would run one after another.
+	// A -test.parallel on the command line still wins (flags are parsed
+	// by m.Run).
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(runtime.NumCPU())
+		if f := flag.Lookup("test.parallel"); f != nil {
+			_ = f.Value.Set(strconv.Itoa(runtime.NumCPU()))
+		}
 	}
 	dir, err := os.MkdirTemp("", "svcwrap-bin-")
 	if err != nil {
