@@ -384,8 +384,9 @@ func (s *stopper) turnAway() {
 // back, and waits for it. A registration under way is let finish (see
 // syncer.finishing): only its answer says whether the service is there.
 // The wait counts against the stop's budget for Consul (the registration's
-// own timeout bounds it), and a stop signal meanwhile cuts the registration
-// short: its outcome is then unknown, and the deregistration looks.
+// own timeout bounds it). A stop signal meanwhile cuts the registration
+// short and gives up on Consul, as it does during any other request of the
+// stop: the TTL and the reaper clean up.
 func (s *stopper) stopSyncer() {
 	s.cancelSync()
 	select {
