@@ -401,6 +401,22 @@ func TestStop_SecondSignalEndsTheWaitForARegistration(t *testing.T) {
 	assert.Contains(t, log.String(), "giving up on Consul")
 }
 
+// A registration the stop waited for until its --consul-timeout ran out
+// has used the stop's budget for Consul: its removal goes on while the
+// child stops, and is done before svcwrap exits.
+func TestStop_UnansweredRegistrationRemovedWhileTheChildStops(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.hangOp = "register" // until the registration's own timeout
+		r.reg.set(0, nil, false, ours())
+	})
+	r.j.waitFor(t, "unanswered register")
+	r.sigs <- syscall.SIGTERM
+	res := r.wait(t)
+	assert.Equal(t, 128+15, res.code)
+	requireBefore(t, r.j, "unanswered register", "deregister web")
+}
+
 // A second stop signal gives up on those retries at once.
 func TestStop_SecondSignalEndsLateRetries(t *testing.T) {
 	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Hour}

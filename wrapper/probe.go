@@ -276,8 +276,8 @@ func (h *health) combine() check.Result {
 // so does a check's first report while the output handed over holds its
 // placeholder: "not passing yet" is no reason, and an operator looking at a
 // critical service is to read why (not listening, a script that times out).
-// That is one write more per check at most, and none when the checks report
-// before the first result is due.
+// That is one write more per check at most: with several checks, each one's
+// first report after the first brings one.
 func (h *health) hand(r check.Result) check.Result {
 	if h.handedOnce && r.Status == h.handed.Status && h.unheard == h.handedUnheard {
 		return h.handed

@@ -79,12 +79,14 @@ type syncer struct {
 }
 
 // finishing is the context of a registration sent from ctx: it is not cut
-// short when ctx ends (a stop, the child's end), only by its own timeout or
-// by abort. An agent applies a registration whose client hung up all the
-// same, maybe after the stop has looked at what it holds and found nothing;
-// the answer is what says where the service is, so the stop waits for it.
+// short when ctx ends (a stop, the child's end), only by abort or after one
+// --consul-timeout, which bounds all its requests together (the client may
+// send it twice, and its output after it). An agent applies a registration
+// whose client hung up all the same, maybe after the stop has looked at what
+// it holds and found nothing; the answer is what says where the service is,
+// so the stop waits for it.
 func (s *syncer) finishing(ctx context.Context) (context.Context, context.CancelFunc) {
-	c, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ConsulTimeout)
 	stop := context.AfterFunc(s.aborted, cancel)
 	return c, func() { stop(); cancel() }
 }
@@ -276,10 +278,15 @@ const beatSlot = 500 * time.Millisecond
 // heartbeat the slot shrinks to a tenth of it. A heartbeat already due
 // (the last answer came that late) goes at once.
 func untilBeat(now, due time.Time, every time.Duration) time.Duration {
+	wait := due.Sub(now) // on the monotonic clock: a step of the wall clock does not delay it
 	if slot := min(beatSlot, every/10); slot > 0 {
-		due = due.Truncate(slot)
+		past := time.Duration(due.UnixNano() % int64(slot)) // since the boundary, on the wall clock
+		if past < 0 {
+			past += slot
+		}
+		wait -= past
 	}
-	return max(due.Sub(now), 0)
+	return max(wait, 0)
 }
 
 // await waits for a status that differs from current, the heartbeat, or the
@@ -494,6 +501,14 @@ func (s *syncer) claim(ctx context.Context, i int) error {
 // caller has made sure the ID is free or ours there. The agent the
 // registration was on before, if another, may keep a copy: it is swept.
 func (s *syncer) register(ctx context.Context, i int, current check.Result) error {
+	// Only a registration already sent outlives ctx (finishing): once svcwrap
+	// stops, none is begun.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.aborted.Err(); err != nil {
+		return err
+	}
 	s.claimed = -1 // a later registration looks again
 	s.stopSweep(i) // the sweep would remove what is registered now
 	svc := s.service

@@ -255,7 +255,7 @@ type stopper struct {
 	hurried      bool // a stop signal came while Consul refused: no more retries
 	stopBegan    time.Time
 	late         sync.WaitGroup // a deregistration not done yet when the child heard the stop
-	cancelLate   context.CancelFunc
+	cancelLate   []context.CancelFunc
 }
 
 // signal handles one signal svcwrap received: a stop signal starts the stop
@@ -383,8 +383,8 @@ func (s *stopper) turnAway() {
 // stopSyncer ends the syncer, so that no heartbeat can bring the service
 // back, and waits for it. A registration under way is let finish (see
 // syncer.finishing): only its answer says whether the service is there.
-// The wait counts against the stop's budget for Consul (the registration's
-// own timeout bounds it). A stop signal meanwhile cuts the registration
+// The wait counts against the stop's budget for Consul (the registration
+// has one --consul-timeout from its sending, see syncer.finishing). A stop signal meanwhile cuts the registration
 // short and gives up on Consul, as it does during any other request of the
 // stop: the TTL and the reaper clean up.
 func (s *stopper) stopSyncer() {
@@ -445,7 +445,14 @@ func (s *stopper) deregister() {
 		s.deregistered = true // registered nowhere for sure; see below
 	}
 	for _, i := range s.sync.unsure() {
-		err := s.persist(func(ctx context.Context) error { return s.sync.removeCopy(ctx, i) })
+		call := func(ctx context.Context) error { return s.sync.removeCopy(ctx, i) }
+		err := s.persist(call)
+		if agentBusy(err) && s.stopping && !s.hurried {
+			// A registration the stop waited for until its timeout has
+			// used the budget: the removal goes on while the child stops.
+			s.deregisterLate(i, call)
+			continue
+		}
 		if err != nil {
 			s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: could not remove a registration whose outcome is unknown",
 				"agent", s.reg.Addr(i), "error", err)
@@ -485,7 +492,7 @@ func (s *stopper) deregisteredOn(on int, err error, late bool) bool {
 func (s *stopper) deregisterLate(on int, call func(context.Context) error) {
 	deadline := s.stopBegan.Add(s.cfg.ConsulTimeout + s.cfg.Drain + s.cfg.KillTimeout)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	s.cancelLate = cancel
+	s.cancelLate = append(s.cancelLate, cancel)
 	event(s.cfg.Logger, "deregistration not done yet: retrying while the command stops", "agent", s.reg.Addr(on), "until", deadline.Format(time.RFC3339Nano))
 	s.late.Add(1)
 	go func() {
@@ -693,8 +700,8 @@ func (s *stopper) giveUpOnConsul() {
 	if s.cancelSweeps != nil {
 		s.cancelSweeps()
 	}
-	if s.cancelLate != nil {
-		s.cancelLate()
+	for _, cancel := range s.cancelLate {
+		cancel()
 	}
 }
 
