@@ -334,22 +334,35 @@ func TestStop_DeregistrationFromAGoneAgentNotRetried(t *testing.T) {
 	assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "%q", r.j.all())
 }
 
-// A stop that waited for the first registration until its timeout (the
-// agent applied it, the answer never came) does not know whether the
-// service is registered: it looks, and removes it, before the child hears
-// the stop signal.
-func TestStop_UnansweredRegistrationRemovedBeforeTheStopSignal(t *testing.T) {
-	cfg := wrapper.Config{ConsulTimeout: time.Minute, KillTimeout: time.Minute}
-	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
-		r.reg.hangOp, r.reg.hangFor = "register", 50*time.Millisecond
-		r.reg.set(0, nil, false, ours())
-	})
-	r.j.waitFor(t, "unanswered register")
-	r.sigs <- syscall.SIGTERM
-	res := r.wait(t)
-	assert.Equal(t, 128+15, res.code)
-	requireBefore(t, r.j, "unanswered register", "deregister web")
-	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+// A stop that waited for the first registration until the registration's
+// timeout (the agent applied it, the answer never came) does not know
+// whether the service is registered: it looks, and removes it. With budget
+// left, before the child hears the stop signal; once the wait has used the
+// stop's --consul-timeout, while the child stops, and before svcwrap exits.
+func TestStop_UnansweredRegistrationRemoved(t *testing.T) {
+	for name, tc := range map[string]struct {
+		consulTimeout, hangFor time.Duration // hangFor 0: until the registration's own timeout
+		beforeTheSignal        bool
+	}{
+		"within the budget":  {time.Minute, 50 * time.Millisecond, true},
+		"the budget used up": {100 * time.Millisecond, 0, false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := wrapper.Config{ConsulTimeout: tc.consulTimeout, KillTimeout: time.Minute}
+			r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+				r.reg.hangOp, r.reg.hangFor = "register", tc.hangFor
+				r.reg.set(0, nil, false, ours())
+			})
+			r.j.waitFor(t, "unanswered register")
+			r.sigs <- syscall.SIGTERM
+			res := r.wait(t)
+			assert.Equal(t, 128+15, res.code)
+			requireBefore(t, r.j, "unanswered register", "deregister web")
+			if tc.beforeTheSignal {
+				requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+			}
+		})
+	}
 }
 
 // A child that ends while its first registration is on its way (the agent
@@ -399,22 +412,6 @@ func TestStop_SecondSignalEndsTheWaitForARegistration(t *testing.T) {
 	res := r.wait(t) // within the test's wait, not the hour
 	assert.Equal(t, 128+9, res.code)
 	assert.Contains(t, log.String(), "giving up on Consul")
-}
-
-// A registration the stop waited for until its --consul-timeout ran out
-// has used the stop's budget for Consul: its removal goes on while the
-// child stops, and is done before svcwrap exits.
-func TestStop_UnansweredRegistrationRemovedWhileTheChildStops(t *testing.T) {
-	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute}
-	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
-		r.reg.hangOp = "register" // until the registration's own timeout
-		r.reg.set(0, nil, false, ours())
-	})
-	r.j.waitFor(t, "unanswered register")
-	r.sigs <- syscall.SIGTERM
-	res := r.wait(t)
-	assert.Equal(t, 128+15, res.code)
-	requireBefore(t, r.j, "unanswered register", "deregister web")
 }
 
 // A second stop signal gives up on those retries at once.

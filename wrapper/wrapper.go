@@ -384,9 +384,9 @@ func (s *stopper) turnAway() {
 // back, and waits for it. A registration under way is let finish (see
 // syncer.finishing): only its answer says whether the service is there.
 // The wait counts against the stop's budget for Consul (the registration
-// has one --consul-timeout from its sending, see syncer.finishing). A stop signal meanwhile cuts the registration
-// short and gives up on Consul, as it does during any other request of the
-// stop: the TTL and the reaper clean up.
+// has one --consul-timeout from its sending). A stop signal meanwhile cuts
+// the registration short and gives up on Consul, as it does during any
+// other request of the stop: the TTL and the reaper clean up.
 func (s *stopper) stopSyncer() {
 	s.cancelSync()
 	select {
@@ -434,30 +434,40 @@ func (s *stopper) deregister() {
 	s.triedDereg = true
 	on, _ := s.sync.holdings()
 	if on >= 0 {
-		call := func(ctx context.Context) error { return s.sync.deregisterOn(ctx, on) }
-		err := s.persist(call)
-		if agentBusy(err) && s.stopping && !s.hurried {
-			s.deregisterLate(on, call)
-		} else {
-			s.deregistered = s.deregisteredOn(on, err, false)
-		}
+		s.remove(on, func(ctx context.Context) error { return s.sync.deregisterOn(ctx, on) },
+			func(err error, late bool) {
+				if gone := s.deregisteredOn(on, err, late); !late {
+					s.deregistered = gone
+				}
+			})
 	} else {
 		s.deregistered = true // registered nowhere for sure; see below
 	}
 	for _, i := range s.sync.unsure() {
-		call := func(ctx context.Context) error { return s.sync.removeCopy(ctx, i) }
-		err := s.persist(call)
-		if agentBusy(err) && s.stopping && !s.hurried {
-			// A registration the stop waited for until its timeout has
-			// used the budget: the removal goes on while the child stops.
-			s.deregisterLate(i, call)
-			continue
-		}
-		if err != nil {
-			s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: could not remove a registration whose outcome is unknown",
-				"agent", s.reg.Addr(i), "error", err)
-		}
+		// A registration the stop waited for until its timeout has used
+		// the budget: its removal, too, may go on while the child stops.
+		s.remove(i, func(ctx context.Context) error { return s.sync.removeCopy(ctx, i) },
+			func(err error, _ bool) {
+				if err != nil {
+					s.cfg.Logger.Log(context.Background(), LevelNotice, "consul: could not remove a registration whose outcome is unknown",
+						"agent", s.reg.Addr(i), "error", err)
+				}
+			})
 	}
+}
+
+// remove makes call, a removal from agent i, within the stop's budget, and
+// hands its outcome to ended. One the agent refused or did not answer in
+// time, while the child is being stopped, goes on in the background
+// (deregisterLate), and ended hears of it there when it is done (late): it
+// must then leave the stopper's state alone.
+func (s *stopper) remove(i int, call func(context.Context) error, ended func(err error, late bool)) {
+	err := s.persist(call)
+	if agentBusy(err) && s.stopping && !s.hurried {
+		s.deregisterLate(i, call, ended)
+		return
+	}
+	ended(err, false)
 }
 
 // deregisteredOn says how a deregistration from agent on ended, and reports
@@ -480,8 +490,8 @@ func (s *stopper) deregisteredOn(on int, err error, late bool) bool {
 	return true
 }
 
-// deregisterLate goes on with a deregistration the agent had not done when
-// the stop's budget for Consul ran out, in the background while the child
+// deregisterLate goes on with a removal from agent i the agent had not done
+// when the stop's budget for Consul ran out, in the background while the child
 // stops, until the latest moment the stop may end (--consul-timeout +
 // --drain + --kill-timeout after it began; finish waits for it). A host's
 // wrappers stopped together are a herd at their agent: it refuses the
@@ -489,11 +499,11 @@ func (s *stopper) deregisteredOn(on int, err error, late bool) bool {
 // sync at a time, the last of a thousand after more than five seconds. The
 // child must hear the stop in time, and the entry must still go, not wait a
 // minute for the reaper.
-func (s *stopper) deregisterLate(on int, call func(context.Context) error) {
+func (s *stopper) deregisterLate(i int, call func(context.Context) error, ended func(err error, late bool)) {
 	deadline := s.stopBegan.Add(s.cfg.ConsulTimeout + s.cfg.Drain + s.cfg.KillTimeout)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	s.cancelLate = append(s.cancelLate, cancel)
-	event(s.cfg.Logger, "deregistration not done yet: retrying while the command stops", "agent", s.reg.Addr(on), "until", deadline.Format(time.RFC3339Nano))
+	event(s.cfg.Logger, "deregistration not done yet: retrying while the command stops", "agent", s.reg.Addr(i), "until", deadline.Format(time.RFC3339Nano))
 	s.late.Add(1)
 	go func() {
 		defer s.late.Done()
@@ -507,7 +517,7 @@ func (s *stopper) deregisterLate(on int, call func(context.Context) error) {
 			err = call(actx)
 			return !agentBusy(err)
 		})
-		s.deregisteredOn(on, err, true)
+		ended(err, true)
 	}()
 }
 
