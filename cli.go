@@ -113,7 +113,7 @@ type options struct {
 
 // run is the whole command line: parse, run the lifecycle, map the outcome to
 // an exit code. It is main without the process-global parts, so tests call it.
-func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan os.Signal) int {
+func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan os.Signal, catchLater func()) int {
 	cfg, ccfg, err := parse(args, environ, stdout, stderr)
 	switch {
 	case errors.Is(err, errShown):
@@ -122,7 +122,7 @@ func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan 
 		fmt.Fprintf(stderr, "svcwrap: %s\n", err)
 		return wrapper.ExitUsage
 	}
-	cfg.Signals = sigs
+	cfg.Signals, cfg.CatchLater = sigs, catchLater
 	// Libraries that write to the standard logger (net/http prints
 	// "Unsolicited response received on idle HTTP channel" when an agent
 	// refuses a pooled connection) go through the lifecycle's logger too, at

@@ -101,13 +101,18 @@ func runHelper(mode string, args []string) int {
 	return 2
 }
 
+// The first and the last real-time signal svcwrap forwards, as numbered by
+// Linux (`kill -l`: SIGRTMIN+1 and SIGRTMAX).
+const sigRTMin1, sigRTMax = syscall.Signal(35), syscall.Signal(64)
+
 // helperSignals prints one line per signal received; on SIGTERM it first asks
 // the agent (args[0]) whether service args[1] is still registered, which tells
 // the test whether svcwrap deregistered before forwarding the stop signal.
 func helperSignals(args []string) int {
 	c := make(chan os.Signal, 32)
 	signal.Notify(c, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
-		syscall.SIGQUIT, syscall.SIGCONT, syscall.SIGALRM, syscall.SIGTERM, syscall.SIGINT)
+		syscall.SIGQUIT, syscall.SIGCONT, syscall.SIGALRM, syscall.SIGTERM, syscall.SIGINT,
+		sigRTMin1, sigRTMax)
 	fmt.Println("ready")
 	for sig := range c {
 		fmt.Println("got", sig.(syscall.Signal).String())

@@ -17,12 +17,12 @@ import (
 func main() {
 	// Catch signals before anything else, so none that arrives while svcwrap
 	// starts is lost; the lifecycle forwards them once the child runs.
+	// The real-time ones wait until the start has done what it must do at
+	// once (signals.Catch says why); the lifecycle catches them then.
 	sigs := make(chan os.Signal, 64)
-	// The stop function is dropped on purpose: restoring 56 signal handlers
-	// costs a millisecond or two, and the process is about to exit anyway.
-	_ = signals.Notify(sigs)
+	catchRest := signals.Catch(sigs)
 	tuneRuntime()
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Environ(), sigs))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Environ(), sigs, catchRest))
 }
 
 // gcPercent is the GC setting for a process that waits 99.9% of the time

@@ -35,6 +35,25 @@ func TestSignals_ForwardedOnceEach(t *testing.T) {
 	}
 }
 
+// The real-time signals are caught once the first registration has been
+// answered (signals.Catch), before svcwrap says the status: from then on
+// they reach the child once each, as the others do.
+func TestSignals_RealTimeForwardedOnceRegistered(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	w := start(t, agent, append([]string{"-v", "fwdrt", "--"}, helperArgv("signals")...)...)
+	w.out.waitFor(t, "ready", wait)
+	w.errOut.waitFor(t, "msg=status", wait)
+	for _, sig := range []syscall.Signal{sigRTMin1, sigRTMax} {
+		w.signal(sig)
+		w.out.waitFor(t, "got "+sig.String(), wait)
+	}
+	w.signal(syscall.SIGTERM)
+	assert.Equal(t, 0, w.wait(wait), "the child exits 0 on SIGTERM")
+	for _, sig := range []syscall.Signal{sigRTMin1, sigRTMax} {
+		assert.Equal(t, 1, w.out.count("got "+sig.String()), "%s must arrive exactly once:\n%s", sig, w.out)
+	}
+}
+
 // The drain ordering: when the child hears SIGTERM, the service is already gone.
 func TestStop_DeregistersBeforeTheChildHearsIt(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {

@@ -111,8 +111,8 @@ func runHelper(args []string) int {
 		err := syscall.Exec(testBin, helperArgv(args...), os.Environ())
 		fmt.Fprintln(os.Stderr, "exec:", err)
 		return 2
-	case "notify-self":
-		return helperNotifySelf()
+	case "catch-self":
+		return helperCatchSelf()
 	case "pdeath":
 		return helperParentDeath(args)
 	case "reap":
@@ -229,34 +229,65 @@ func helperForwardable(ignore []string) int {
 	return 0
 }
 
-// helperNotifySelf subscribes with signals.Notify and sends itself every
-// Forwardable signal, checking each arrives on the channel.
-func helperNotifySelf() int {
+// helperCatchSelf subscribes with signals.Catch and sends itself every
+// Forwardable signal: one with a name arrives at once, a real-time one only
+// after the function Catch returned has been called, and is dropped before
+// (the process lives on).
+func helperCatchSelf() int {
 	c := make(chan os.Signal, 8)
-	stop := signals.Notify(c)
-	defer stop()
-	sigs := signals.Forwardable()
-	for _, s := range sigs {
-		sig := s.(syscall.Signal)
+	rest := signals.Catch(c)
+	defer signal.Stop(c)
+	arrives := func(sig syscall.Signal) bool {
 		if err := unix.Kill(os.Getpid(), sig); err != nil {
 			fmt.Println("FAIL kill", signals.Name(sig), err)
-			return 1
+			return false
 		}
 		deadline := time.After(waitTimeout)
-	wait:
 		for {
 			select {
 			case got := <-c:
-				if got == s {
-					break wait
+				if got == sig {
+					return true
 				}
+				fmt.Println("FAIL", signals.Name(sig), "sent,", got, "received")
+				return false
 			case <-deadline:
 				fmt.Println("FAIL not delivered:", signals.Name(sig))
-				return 1
+				return false
 			}
 		}
 	}
-	fmt.Println("OK", len(sigs))
+	var named, realTime []syscall.Signal
+	for _, s := range signals.Forwardable() {
+		if sig := s.(syscall.Signal); sig < 35 {
+			named = append(named, sig)
+		} else {
+			realTime = append(realTime, sig)
+		}
+	}
+	for _, sig := range named {
+		if !arrives(sig) {
+			return 1
+		}
+	}
+	// Not caught yet: dropped by the runtime, svcwrap lives on. SIGUSR1,
+	// sent after it, arrives alone.
+	if err := unix.Kill(os.Getpid(), realTime[0]); err != nil {
+		fmt.Println("FAIL kill", err)
+		return 1
+	}
+	if !arrives(syscall.SIGUSR1) {
+		fmt.Println("FAIL: a real-time signal sent before the second step arrived")
+		return 1
+	}
+	rest()
+	rest() // a second call does nothing
+	for _, sig := range realTime {
+		if !arrives(sig) {
+			return 1
+		}
+	}
+	fmt.Println("OK", len(named), len(realTime))
 	return 0
 }
 

@@ -6,6 +6,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -120,14 +121,36 @@ func Forwardable() []os.Signal {
 	return sigs
 }
 
-// Notify relays every Forwardable signal to c, like signal.Notify, and
-// returns the function that stops it. Call it as early as possible in main:
-// a signal that arrives before it has its default effect on svcwrap (for
-// SIGTERM, death without deregistering). Give c a buffer: signal.Notify drops
-// what a full channel cannot take.
-func Notify(c chan<- os.Signal) (stop func()) {
-	signal.Notify(c, Forwardable()...)
-	return func() { signal.Stop(c) }
+// Catch relays every Forwardable signal to c, like signal.Notify, in two
+// steps, and returns the second. Call it as early as possible in main: a
+// signal with a name that arrives before it has its default effect on
+// svcwrap (for SIGTERM, death without deregistering; for SIGTSTP, a stopped
+// wrapper). Give c a buffer: signal.Notify drops what a full channel cannot
+// take.
+//
+// Catch itself catches the signals with a name, SIGHUP to SIGPWR: all those
+// whose default would end or stop svcwrap, and all that services are sent
+// in practice. The function it returns catches the real-time ones, SIGRTMIN+1
+// to SIGRTMAX; until it is called, Go's runtime takes a real-time signal and
+// drops it, so one sent in the first milliseconds is lost (not fatal).
+// They wait because catching a signal is a round trip between two threads
+// (the runtime hands each one to the thread that keeps the signal mask), and
+// all of them took 2 ms of svcwrap's 4 ms from exec to starting the child on
+// the benchmark machine (BENCHMARKS.md, section 8); the real-time half is
+// caught once the start has done what it must do at once. Calling the
+// function again does nothing.
+func Catch(c chan<- os.Signal) (rest func()) {
+	var named, realTime []os.Signal
+	for _, s := range Forwardable() {
+		if s.(syscall.Signal) < sigRTMin {
+			named = append(named, s)
+		} else {
+			realTime = append(realTime, s)
+		}
+	}
+	signal.Notify(c, named...)
+	var once sync.Once
+	return func() { once.Do(func() { signal.Notify(c, realTime...) }) }
 }
 
 // IsStop reports whether sig starts svcwrap's stop sequence (deregister, drain,

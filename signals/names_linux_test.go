@@ -186,10 +186,12 @@ func TestForwardable_LeavesIgnoredOut(t *testing.T) {
 	}
 }
 
-// Notify really receives every signal Forwardable names (including the
-// real-time ones), in a process of its own since the signals hit it.
-func TestNotify_ReceivesEveryForwardable(t *testing.T) {
-	cmd := helperCmd(t, "notify-self")
+// Catch really receives every signal Forwardable names: those with a name
+// at once, the real-time ones once its second step has run (and one sent
+// before is dropped, not fatal). In a process of its own, since the signals
+// hit it.
+func TestCatch_ReceivesEveryForwardableInTwoSteps(t *testing.T) {
+	cmd := helperCmd(t, "catch-self")
 	out, err := cmd.Output()
 	if err != nil || !strings.HasPrefix(string(out), "OK ") {
 		t.Fatalf("helper: %v\n%s", err, out)

@@ -174,9 +174,16 @@ type Config struct {
 	// child once, directly. False: the child never owns the terminal.
 	Terminal bool
 
-	// Signals delivers the signals svcwrap received (signals.Notify in main).
+	// Signals delivers the signals svcwrap received (signals.Catch in main).
 	// Nil: none are forwarded, and only the child's exit or ctx ends Run.
 	Signals <-chan os.Signal
+	// CatchLater, if not nil, catches the signals main left for later (the
+	// real-time ones: signals.Catch), off the path from start to passing,
+	// which it would lengthen by a millisecond. Run calls it once: when the
+	// first registration has been answered or has failed, before the status
+	// is logged or READY sent; or at the latest catchLaterAfter after the
+	// child's start (an agent that hangs), or when the syncer ends.
+	CatchLater func()
 	// Logger receives svcwrap's own log. Nil: nothing is logged.
 	Logger *slog.Logger
 	// OnLogger, if not nil, is handed Logger each time Run adds to it what

@@ -2,6 +2,7 @@ package wrapper
 
 import (
 	"context"
+	"time"
 
 	"github.com/svcwrap/svcwrap/check"
 )
@@ -31,3 +32,11 @@ const MetaInstance = metaInstance
 // Guest is the service ID this process registers under on agents other
 // than the first.
 func Guest(id string) string { return guestID(id, currentInstance().host) }
+
+// SetCatchLaterAfter sets how long Config.CatchLater waits at most for the
+// first registration, until the test ends.
+func SetCatchLaterAfter(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := catchLaterAfter
+	catchLaterAfter = d
+	t.Cleanup(func() { catchLaterAfter = old })
+}

@@ -275,3 +275,41 @@ func TestLifecycle_SecondStopWhileAgentRefuses(t *testing.T) {
 	requireBefore(t, r.j, "signal SIGUSR1", "kill")
 	assert.Equal(t, -1, r.j.index("signal SIGTERM"), "killed, not asked: %q", r.j.all())
 }
+
+// The signals main leaves for later (Config.CatchLater) are caught once the
+// first registration has been answered, not on the way to it.
+func TestCatchLater_OnceTheFirstRegistrationIsAnswered(t *testing.T) {
+	wrapper.SetCatchLaterAfter(t, time.Hour)
+	caught := make(chan struct{}, 1)
+	release := make(chan struct{})
+	cfg := wrapper.Config{CatchLater: func() { caught <- struct{}{} }}
+	r := startFake(t, cfg, nil, func(r *fakeRun) { r.reg.slowRegister = release })
+	r.j.waitFor(t, "register-sent web")
+	select {
+	case <-caught:
+		t.Fatalf("caught while the registration was under way: %q", r.j.all())
+	default:
+	}
+	close(release)
+	select {
+	case <-caught:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not caught after the registration was answered: %q", r.j.all())
+	}
+	assert.GreaterOrEqual(t, r.j.index("register web passing"), 0, "answered before the catch")
+}
+
+// An agent that hangs does not keep them waiting for its timeout.
+func TestCatchLater_AtTheLatestAfterItsBound(t *testing.T) {
+	wrapper.SetCatchLaterAfter(t, 20*time.Millisecond)
+	caught := make(chan struct{}, 1)
+	cfg := wrapper.Config{ConsulTimeout: time.Hour, CatchLater: func() { caught <- struct{}{} }}
+	r := startFake(t, cfg, nil, func(r *fakeRun) { r.reg.set(0, nil, true, nil) })
+	select {
+	case <-caught:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not caught while the agent hangs: %q", r.j.all())
+	}
+	assert.Equal(t, -1, r.j.indexMatch(hasPrefix("register web")), "nothing was registered: the agent hangs")
+	r.reg.set(0, nil, false, nil) // the stop at cleanup gets its answers
+}

@@ -45,6 +45,9 @@ type syncer struct {
 	self    instance
 	wanted  chan check.Result // capacity 1: the newest status wins
 	fatal   chan error        // capacity 1: a reason to stop the child
+	// catchLater is Config.CatchLater, made safe to call twice, or a no-op:
+	// run calls it once the first push has returned.
+	catchLater func()
 	service consulclient.Service
 
 	// Owned by run.
@@ -115,6 +118,10 @@ func newSyncer(cfg Config, reg Registry) *syncer {
 		left:  map[int]*sweep{},
 	}
 	s.aborted, s.abort = context.WithCancel(context.Background())
+	s.catchLater = func() {}
+	if cfg.CatchLater != nil {
+		s.catchLater = sync.OnceFunc(cfg.CatchLater)
+	}
 	s.logger.Store(cfg.Logger)
 	return s
 }
@@ -209,10 +216,15 @@ func (s *syncer) run(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	}
-	for {
+	for first := true; ; first = false {
 		pushed := time.Now()
 		err := s.push(ctx, current)
 		s.hangUp()
+		if first {
+			// Before the status line and READY, so that whoever waits for
+			// them may send any signal.
+			s.catchLater()
+		}
 		switch {
 		case err == nil:
 			s.healed()

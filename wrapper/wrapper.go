@@ -126,6 +126,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	cfg.OnLogger(cfg.Logger)
 	log = cfg.Logger
 	consul.setLogger(log)
+	go catchLater(consul.catchLater, catchLaterAfter, syncDone)
 	event(log, "running", "name", cfg.Name, "command", cfg.Command[0], "agents", agentList(reg),
 		"port", cfg.Port, "checks", describeChecks(cfg), "ttl", cfg.TTL, "heartbeat", cfg.Heartbeat,
 		"deregister", cfg.Deregister.String(), "notify", cfg.notifies(), "watchdog", cfg.Watchdog)
@@ -193,6 +194,23 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 			cfg.Notify.Watchdog()
 		}
 	}
+}
+
+// catchLaterAfter is how long the signals main left for later wait at most
+// for the first registration's outcome (Config.CatchLater). A variable for
+// the tests.
+var catchLaterAfter = 100 * time.Millisecond
+
+// catchLater calls catch when the syncer has not (it does once its first
+// push has returned): after has passed, or the syncer has ended.
+func catchLater(catch func(), after time.Duration, ended <-chan struct{}) {
+	t := time.NewTimer(after)
+	defer t.Stop()
+	select {
+	case <-ended:
+	case <-t.C:
+	}
+	catch()
 }
 
 // start starts the child as cfg says.
