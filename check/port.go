@@ -39,10 +39,14 @@ func NewPort(pid, port int) Port {
 }
 
 // socketHolder is the open file that held the listening socket at the last
-// check: descriptor fd of process pid; pid 0 when none.
+// check: descriptor fd of process pid; pid 0 when none. ours says that the
+// socket was found in a dump of svcwrap's own network namespace, v6 that it
+// was last found in the IPv6 dump (a dual-stack listener), which is then
+// asked first.
 type socketHolder struct {
-	mu      sync.Mutex
-	pid, fd int
+	mu       sync.Mutex
+	pid, fd  int
+	ours, v6 bool
 }
 
 // Check reports Passing with "listening on port P" while the tree listens on

@@ -73,19 +73,23 @@ func listening(pid, port int, last *socketHolder) (bool, error) {
 	defer bufPool.Put(bp)
 	buf := *bp
 
-	// Find the sockets listening on port in pid's network namespace.
 	var inodeArray [4]uint64 // enough for v4 + v6 + a few SO_REUSEPORT twins
-	inodes, err := listenInodes(inodeArray[:0], pid, port, buf)
-	if err != nil || len(inodes) == 0 {
-		return false, err
-	}
-
 	if last != nil {
 		last.mu.Lock()
 		defer last.mu.Unlock()
-		if last.pid == pid && fdHolds(last.pid, last.fd, inodes, buf) {
+		if last.stillListening(pid, port, inodeArray[:0], buf) {
 			return true, nil
 		}
+	}
+
+	// Find the sockets listening on port in pid's network namespace.
+	inodes, ours, err := listenInodes(inodeArray[:0], pid, port, buf)
+	if err != nil || len(inodes) == 0 {
+		return false, err
+	}
+	if last != nil && last.pid == pid && fdHolds(last.pid, last.fd, inodes, buf) {
+		last.ours = ours
+		return true, nil
 	}
 
 	// Look for one of them among the open files of the tree.
@@ -97,12 +101,41 @@ func listening(pid, port int, last *socketHolder) (bool, error) {
 		// Only the root's own descriptor is remembered: while the root
 		// lives its PID cannot be reused, whereas a descendant may leave the
 		// tree (a daemon reparented to init) and still hold the socket.
-		last.pid, last.fd = 0, 0
+		last.pid, last.fd, last.ours, last.v6 = 0, 0, false, false
 		if at.pid == pid {
-			last.pid, last.fd = at.pid, at.fd
+			last.pid, last.fd, last.ours = at.pid, at.fd, ours
 		}
 	}
 	return at.pid != 0, nil
+}
+
+// stillListening reports whether the descriptor that held the socket last
+// time still holds one that listens on port, asking a dump of our namespace
+// for it alone: for a ready child, one dump of the family it was found in
+// and one readlink, where the full look also asks which namespace the child
+// is in and dumps both families. Only a socket found in our namespace's dump
+// is asked for there, and there it counts wherever the child has moved
+// since: it listens where svcwrap does. Any doubt (another pid, a failed
+// dump, a socket gone) leaves the answer to the full look.
+func (h *socketHolder) stillListening(pid, port int, inodes []uint64, buf []byte) bool {
+	if h.pid != pid || !h.ours || diagDisabled.Load() {
+		return false
+	}
+	families := [2]uint8{syscall.AF_INET, syscall.AF_INET6}
+	if h.v6 {
+		families[0], families[1] = families[1], families[0]
+	}
+	for _, family := range families {
+		found, err := diagFamily(inodes[:0], family, port, buf)
+		if err != nil {
+			return false
+		}
+		if len(found) > 0 && fdHolds(pid, h.fd, found, buf) {
+			h.v6 = family == syscall.AF_INET6
+			return true
+		}
+	}
+	return false
 }
 
 // fdHolds reports whether descriptor fd of process pid is one of the sockets

@@ -368,6 +368,20 @@ func TestPort_Check(t *testing.T) {
 		assert.Equal(t, critical, p.Check(ctx), "another process's socket on the port")
 	})
 
+	t.Run("remembered socket in the IPv6 table", func(t *testing.T) {
+		// A dual-stack listener (Go's ":0") is in the IPv6 dump only, which
+		// the memory then asks first; closed, it is critical at once.
+		c := startChild(t, "listen", "tcp", ":0")
+		port := c.ready()
+		p := check.NewPort(c.pid(), port)
+		passing := check.Result{Status: check.Passing, Output: "listening on port " + strconv.Itoa(port)}
+		for i := range 3 {
+			assert.Equal(t, passing, p.Check(ctx), "check %d", i)
+		}
+		require.Equal(t, "closed", c.request("close"))
+		assert.Equal(t, check.Critical, p.Check(ctx).Status)
+	})
+
 	t.Run("invalid configuration", func(t *testing.T) {
 		for _, p := range []check.Port{{}, {PID: os.Getpid()}, {PID: os.Getpid(), Port: 70000}, {Port: 80}} {
 			r := p.Check(ctx)

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -36,24 +37,23 @@ import (
 var diagDisabled atomic.Bool
 
 // listenInodes appends to inodes the inode of every TCP socket, IPv4 or IPv6,
-// in LISTEN state on port in pid's network namespace. If pid does not exist,
-// the error wraps os.ErrNotExist.
-func listenInodes(inodes []uint64, pid, port int, buf []byte) ([]uint64, error) {
+// in LISTEN state on port in pid's network namespace. ours says that they
+// came from a dump of our own namespace (pid shares it). If pid does not
+// exist, the error wraps os.ErrNotExist.
+func listenInodes(inodes []uint64, pid, port int, buf []byte) (_ []uint64, ours bool, _ error) {
 	same, err := sameNetNamespace(pid)
 	if err != nil {
-		return inodes, err
+		return inodes, false, err
 	}
 	if same && !diagDisabled.Load() {
 		found, err := diagListenInodes(inodes, port, buf)
 		if err == nil {
-			return found, nil
-		}
-		if permanentDiagError(err) {
-			diagDisabled.Store(true)
+			return found, true, nil
 		}
 		// Whatever went wrong, /proc still has the answer.
 	}
-	return procListenInodes(inodes, pid, port, buf)
+	inodes, err = procListenInodes(inodes, pid, port, buf)
+	return inodes, false, err
 }
 
 // sameNetNamespace reports whether pid lives in our network namespace. When
@@ -95,20 +95,53 @@ const (
 // state on port in our own network namespace, IPv4 then IPv6, from sock_diag
 // dumps that the kernel filters by state and port itself.
 func diagListenInodes(inodes []uint64, port int, buf []byte) ([]uint64, error) {
-	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, syscall.NETLINK_INET_DIAG)
-	if err != nil {
-		return inodes, fmt.Errorf("sock_diag socket: %w", err)
-	}
-	defer syscall.Close(fd)
-
 	for _, family := range [...]uint8{syscall.AF_INET, syscall.AF_INET6} {
-		inodes, err = diagDump(fd, family, port, inodes, buf)
-		if err != nil {
-			return inodes, fmt.Errorf("sock_diag dump of family %d: %w", family, err)
+		var err error
+		if inodes, err = diagFamily(inodes, family, port, buf); err != nil {
+			return inodes, err
 		}
 	}
 	return inodes, nil
 }
+
+// diagFamily appends to inodes those of the TCP sockets of family in LISTEN
+// state on port in our own network namespace, from one sock_diag dump. A
+// failure that will not go away sets diagDisabled.
+func diagFamily(inodes []uint64, family uint8, port int, buf []byte) ([]uint64, error) {
+	diagSock.Lock()
+	defer diagSock.Unlock()
+	if diagSock.fd < 0 {
+		fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, syscall.NETLINK_INET_DIAG)
+		if err != nil {
+			if permanentDiagError(err) {
+				diagDisabled.Store(true)
+			}
+			return inodes, fmt.Errorf("sock_diag socket: %w", err)
+		}
+		diagSock.fd = fd
+	}
+	inodes, err := diagDump(diagSock.fd, family, port, inodes, buf)
+	if err != nil {
+		// What is left of the answer must not be read as the next one's.
+		syscall.Close(diagSock.fd)
+		diagSock.fd = -1
+		if permanentDiagError(err) {
+			diagDisabled.Store(true)
+		}
+		return inodes, fmt.Errorf("sock_diag dump of family %d: %w", family, err)
+	}
+	return inodes, nil
+}
+
+// diagSock is the netlink socket of the dumps, opened at the first and kept
+// for the next, closed only after a failure. A ready child is checked every
+// second, and a socket opened and closed each time was two of the nine
+// system calls of such a check. svcwrap's network namespace never changes,
+// so the socket always answers for it. -1: none open.
+var diagSock = struct {
+	sync.Mutex
+	fd int
+}{fd: -1}
 
 // diagDump sends one dump request for the listening sockets of family on
 // port over the netlink socket fd and appends their inodes to inodes.
