@@ -40,15 +40,15 @@ const (
 // has not registered with, or after that agent did not answer, it looks up
 // who holds the ID (claim). Failures are told to the operator by trouble.go.
 type syncer struct {
-	cfg     Config
-	reg     Registry
-	self    instance
-	wanted  chan check.Result // capacity 1: the newest status wins
-	fatal   chan error        // capacity 1: a reason to stop the child
+	cfg    Config
+	reg    Registry
+	self   instance
+	wanted chan check.Result // capacity 1: the newest status wins
+	fatal  chan error        // capacity 1: a reason to stop the child
 	// catchLater is Config.CatchLater, made safe to call twice, or a no-op:
 	// run calls it once the first push has returned.
 	catchLater func()
-	service consulclient.Service
+	service    consulclient.Service
 
 	// Owned by run.
 	on        int       // index of the agent holding the registration; -1: none
