@@ -29,3 +29,11 @@ func UseChildrenScan(tb testing.TB) {
 func Children(pid int) ([]int, error) {
 	return appendChildren(nil, pid, make([]byte, 32<<10))
 }
+
+// RememberedInIPv6 reports whether p's memory says that its socket was last
+// found by the fast look, in the IPv6 dump.
+func RememberedInIPv6(p Port) bool {
+	p.last.mu.Lock()
+	defer p.last.mu.Unlock()
+	return p.last.v6
+}

@@ -112,13 +112,17 @@ func listening(pid, port int, last *socketHolder) (bool, error) {
 // stillListening reports whether the descriptor that held the socket last
 // time still holds one that listens on port, asking a dump of our namespace
 // for it alone: for a ready child, one dump of the family it was found in
-// and one readlink, where the full look also asks which namespace the child
-// is in and dumps both families. Only a socket found in our namespace's dump
-// is asked for there, and there it counts wherever the child has moved
-// since: it listens where svcwrap does. Any doubt (another pid, a failed
-// dump, a socket gone) leaves the answer to the full look.
+// and two readlinks (the child's namespace, the descriptor), where the full
+// look dumps both families and may walk the tree. It is asked only for a
+// socket found in our namespace's dump, while the child is still in our
+// namespace, so that it answers as the full look would. Any doubt (another
+// pid, another namespace, a failed dump, a socket gone) leaves the answer to
+// the full look.
 func (h *socketHolder) stillListening(pid, port int, inodes []uint64, buf []byte) bool {
 	if h.pid != pid || !h.ours || diagDisabled.Load() {
+		return false
+	}
+	if same, err := sameNetNamespace(pid); !same || err != nil {
 		return false
 	}
 	families := [2]uint8{syscall.AF_INET, syscall.AF_INET6}

@@ -378,6 +378,7 @@ func TestPort_Check(t *testing.T) {
 		for i := range 3 {
 			assert.Equal(t, passing, p.Check(ctx), "check %d", i)
 		}
+		assert.True(t, check.RememberedInIPv6(p), "found by the remembered look in the IPv6 dump (does this host have IPv6 on loopback?)")
 		require.Equal(t, "closed", c.request("close"))
 		assert.Equal(t, check.Critical, p.Check(ctx).Status)
 	})

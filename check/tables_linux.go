@@ -60,11 +60,11 @@ func listenInodes(inodes []uint64, pid, port int, buf []byte) (_ []uint64, ours 
 // that cannot be told (we may not inspect pid), it answers false, so that the
 // caller reads /proc/<pid>/net, which is right for every namespace.
 func sameNetNamespace(pid int) (bool, error) {
-	var ours, theirs [64]byte // "net:[4026531840]"
-	n, err := syscall.Readlink(procRoot+"/self/ns/net", ours[:])
-	if err != nil {
+	ours, ok := ourNetNamespace()
+	if !ok {
 		return false, nil
 	}
+	var theirs [64]byte // "net:[4026531840]"
 	m, err := syscall.Readlink(procRoot+"/"+strconv.Itoa(pid)+"/ns/net", theirs[:])
 	if errors.Is(err, fs.ErrNotExist) { // no such process, or a zombie
 		return false, fmt.Errorf("network namespace of pid %d: %w", pid, err)
@@ -72,8 +72,19 @@ func sameNetNamespace(pid int) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	return bytes.Equal(ours[:n], theirs[:m]), nil
+	return bytes.Equal(ours, theirs[:m]), nil
 }
+
+// ourNetNamespace is the link that names svcwrap's network namespace, read
+// once: svcwrap never changes it. false: it cannot be read.
+var ourNetNamespace = sync.OnceValues(func() ([]byte, bool) {
+	var ours [64]byte
+	n, err := syscall.Readlink(procRoot+"/self/ns/net", ours[:])
+	if err != nil {
+		return nil, false
+	}
+	return ours[:n:n], true
+})
 
 // Values of the kernel's sock_diag interface, from linux/sock_diag.h,
 // linux/inet_diag.h and net/tcp_states.h.

@@ -134,9 +134,9 @@ func Forwardable() []os.Signal {
 // to SIGRTMAX; until it is called, Go's runtime takes a real-time signal and
 // drops it, so one sent in the first milliseconds is lost (not fatal).
 // They wait because catching a signal is a round trip between two threads
-// (the runtime hands each one to the thread that keeps the signal mask), and
-// all of them took 2 ms of svcwrap's 4 ms from exec to starting the child on
-// the benchmark machine (BENCHMARKS.md, section 8); the real-time half is
+// (the runtime hands each one to the thread that keeps the signal mask):
+// all 49 took 1.4-2.1 ms of svcwrap's start on the benchmark machine
+// (BENCHMARKS.md, section 8), the 30 real-time ones most of it, so they are
 // caught once the start has done what it must do at once. Calling the
 // function again does nothing.
 func Catch(c chan<- os.Signal) (rest func()) {
@@ -150,7 +150,13 @@ func Catch(c chan<- os.Signal) (rest func()) {
 	}
 	signal.Notify(c, named...)
 	var once sync.Once
-	return func() { once.Do(func() { signal.Notify(c, realTime...) }) }
+	return func() {
+		once.Do(func() {
+			if len(realTime) > 0 { // Notify with no signal would take them all
+				signal.Notify(c, realTime...)
+			}
+		})
+	}
 }
 
 // IsStop reports whether sig starts svcwrap's stop sequence (deregister, drain,

@@ -277,26 +277,21 @@ func TestLifecycle_SecondStopWhileAgentRefuses(t *testing.T) {
 }
 
 // The signals main leaves for later (Config.CatchLater) are caught once the
-// first registration has been answered, not on the way to it.
+// first registration has been answered, not on the way to it, and before
+// READY: whoever waits for READY may send any signal.
 func TestCatchLater_OnceTheFirstRegistrationIsAnswered(t *testing.T) {
 	wrapper.SetCatchLaterAfter(t, time.Hour)
-	caught := make(chan struct{}, 1)
 	release := make(chan struct{})
-	cfg := wrapper.Config{CatchLater: func() { caught <- struct{}{} }}
-	r := startFake(t, cfg, nil, func(r *fakeRun) { r.reg.slowRegister = release })
+	n := &journalNotifier{}
+	cfg := wrapper.Config{Notify: n, CatchLater: func() { n.j.add("catch later") }}
+	r := startFake(t, cfg, nil, n.prep, func(r *fakeRun) { r.reg.slowRegister = release })
 	r.j.waitFor(t, "register-sent web")
-	select {
-	case <-caught:
-		t.Fatalf("caught while the registration was under way: %q", r.j.all())
-	default:
-	}
 	close(release)
-	select {
-	case <-caught:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("not caught after the registration was answered: %q", r.j.all())
-	}
-	assert.GreaterOrEqual(t, r.j.index("register web passing"), 0, "answered before the catch")
+	r.j.waitFor(t, "catch later")
+	r.j.waitMatch(t, "READY", hasPrefix("notify READY"))
+	requireBefore(t, r.j, "register web passing", "catch later")
+	assert.Less(t, r.j.index("catch later"), r.j.indexMatch(hasPrefix("notify READY")), "caught before READY: %q", r.j.all())
+	assert.Equal(t, 1, r.j.countMatch(is("catch later")), "caught once")
 }
 
 // An agent that hangs does not keep them waiting for its timeout.
