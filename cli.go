@@ -113,7 +113,7 @@ type options struct {
 
 // run is the whole command line: parse, run the lifecycle, map the outcome to
 // an exit code. It is main without the process-global parts, so tests call it.
-func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan os.Signal, catchLater func()) int {
+func run(args []string, stdout, stderr io.Writer, environ []string, sigs <-chan os.Signal, catchLater func(context.Context)) int {
 	cfg, ccfg, err := parse(args, environ, stdout, stderr)
 	switch {
 	case errors.Is(err, errShown):

@@ -2,6 +2,7 @@ package signals_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -113,6 +114,8 @@ func runHelper(args []string) int {
 		return 2
 	case "catch-self":
 		return helperCatchSelf()
+	case "catch-cancelled":
+		return helperCatchCancelled()
 	case "pdeath":
 		return helperParentDeath(args)
 	case "reap":
@@ -229,6 +232,38 @@ func helperForwardable(ignore []string) int {
 	return 0
 }
 
+// helperCatchCancelled calls the second step of signals.Catch with a context
+// that has ended (a stop has begun): it catches nothing, and a real-time
+// signal is still dropped (the process lives on).
+func helperCatchCancelled() int {
+	c := make(chan os.Signal, 8)
+	rest := signals.Catch(c)
+	defer signal.Stop(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rest(ctx)
+	if err := unix.Kill(os.Getpid(), syscall.Signal(35)); err != nil {
+		fmt.Println("FAIL kill", err)
+		return 1
+	}
+	if err := unix.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		fmt.Println("FAIL kill", err)
+		return 1
+	}
+	select {
+	case got := <-c:
+		if got != syscall.SIGUSR1 {
+			fmt.Println("FAIL: caught after a cancelled second step:", got)
+			return 1
+		}
+	case <-time.After(waitTimeout):
+		fmt.Println("FAIL: SIGUSR1 not delivered")
+		return 1
+	}
+	fmt.Println("OK")
+	return 0
+}
+
 // helperCatchSelf subscribes with signals.Catch and sends itself every
 // Forwardable signal: one with a name arrives at once, a real-time one only
 // after the function Catch returned has been called, and is dropped before
@@ -280,8 +315,8 @@ func helperCatchSelf() int {
 		fmt.Println("FAIL: a real-time signal sent before the second step arrived")
 		return 1
 	}
-	rest()
-	rest() // a second call does nothing
+	rest(context.Background())
+	rest(context.Background()) // a second call does nothing
 	for _, sig := range realTime {
 		if !arrives(sig) {
 			return 1

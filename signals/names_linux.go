@@ -1,9 +1,11 @@
 package signals
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,9 +139,12 @@ func Forwardable() []os.Signal {
 // (the runtime hands each one to the thread that keeps the signal mask):
 // all 49 took 1.4-2.1 ms of svcwrap's start on the benchmark machine
 // (BENCHMARKS.md, section 8), the 30 real-time ones most of it, so they are
-// caught once the start has done what it must do at once. Calling the
-// function again does nothing.
-func Catch(c chan<- os.Signal) (rest func()) {
+// caught once the start has done what it must do at once. The function
+// catches them one at a time and gives way to other goroutines between
+// them, so that a stop or the child's end that comes meanwhile waits for one
+// round trip at most; once ctx ends (a stop has begun), it catches no more.
+// Once it has begun, calling it again does nothing.
+func Catch(c chan<- os.Signal) (rest func(ctx context.Context)) {
 	var named, realTime []os.Signal
 	for _, s := range Forwardable() {
 		if s.(syscall.Signal) < sigRTMin {
@@ -150,10 +155,14 @@ func Catch(c chan<- os.Signal) (rest func()) {
 	}
 	signal.Notify(c, named...)
 	var once sync.Once
-	return func() {
+	return func(ctx context.Context) {
 		once.Do(func() {
-			if len(realTime) > 0 { // Notify with no signal would take them all
-				signal.Notify(c, realTime...)
+			for _, sig := range realTime {
+				if ctx.Err() != nil {
+					return
+				}
+				signal.Notify(c, sig)
+				runtime.Gosched()
 			}
 		})
 	}

@@ -197,3 +197,11 @@ func TestCatch_ReceivesEveryForwardableInTwoSteps(t *testing.T) {
 		t.Fatalf("helper: %v\n%s", err, out)
 	}
 }
+
+// A second step begun after the stop has begun catches nothing.
+func TestCatch_SecondStepAfterTheStopCatchesNothing(t *testing.T) {
+	out, err := helperCmd(t, "catch-cancelled").Output()
+	if err != nil || !strings.HasPrefix(string(out), "OK") {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+}

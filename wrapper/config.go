@@ -1,6 +1,7 @@
 package wrapper
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -181,9 +182,10 @@ type Config struct {
 	// real-time ones: signals.Catch), off the path from start to passing,
 	// which it would lengthen by a millisecond. Run calls it once: when the
 	// first registration has been answered or has failed, before the status
-	// is logged or READY sent; or at the latest catchLaterAfter after the
-	// child's start (an agent that hangs), or when the syncer ends.
-	CatchLater func()
+	// is logged or READY sent; or catchLaterAfter after the child's start
+	// (an agent that hangs). Its context ends when the stop begins: it should
+	// then give up, and not slow the stop.
+	CatchLater func(ctx context.Context)
 	// Logger receives svcwrap's own log. Nil: nothing is logged.
 	Logger *slog.Logger
 	// OnLogger, if not nil, is handed Logger each time Run adds to it what

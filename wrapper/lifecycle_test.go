@@ -1,6 +1,7 @@
 package wrapper_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"syscall"
@@ -283,7 +284,7 @@ func TestCatchLater_OnceTheFirstRegistrationIsAnswered(t *testing.T) {
 	wrapper.SetCatchLaterAfter(t, time.Hour)
 	release := make(chan struct{})
 	n := &journalNotifier{}
-	cfg := wrapper.Config{Notify: n, CatchLater: func() { n.j.add("catch later") }}
+	cfg := wrapper.Config{Notify: n, CatchLater: func(context.Context) { n.j.add("catch later") }}
 	r := startFake(t, cfg, nil, n.prep, func(r *fakeRun) { r.reg.slowRegister = release })
 	r.j.waitFor(t, "register-sent web")
 	close(release)
@@ -298,7 +299,7 @@ func TestCatchLater_OnceTheFirstRegistrationIsAnswered(t *testing.T) {
 func TestCatchLater_AtTheLatestAfterItsBound(t *testing.T) {
 	wrapper.SetCatchLaterAfter(t, 20*time.Millisecond)
 	caught := make(chan struct{}, 1)
-	cfg := wrapper.Config{ConsulTimeout: time.Hour, CatchLater: func() { caught <- struct{}{} }}
+	cfg := wrapper.Config{ConsulTimeout: time.Hour, CatchLater: func(context.Context) { caught <- struct{}{} }}
 	r := startFake(t, cfg, nil, func(r *fakeRun) { r.reg.set(0, nil, true, nil) })
 	select {
 	case <-caught:

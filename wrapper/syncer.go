@@ -47,7 +47,7 @@ type syncer struct {
 	fatal  chan error        // capacity 1: a reason to stop the child
 	// catchLater is Config.CatchLater, made safe to call twice, or a no-op:
 	// run calls it once the first push has returned.
-	catchLater func()
+	catchLater func(ctx context.Context)
 	service    consulclient.Service
 
 	// Owned by run.
@@ -118,9 +118,10 @@ func newSyncer(cfg Config, reg Registry) *syncer {
 		left:  map[int]*sweep{},
 	}
 	s.aborted, s.abort = context.WithCancel(context.Background())
-	s.catchLater = func() {}
+	s.catchLater = func(context.Context) {}
 	if cfg.CatchLater != nil {
-		s.catchLater = sync.OnceFunc(cfg.CatchLater)
+		var once sync.Once
+		s.catchLater = func(ctx context.Context) { once.Do(func() { cfg.CatchLater(ctx) }) }
 	}
 	s.logger.Store(cfg.Logger)
 	return s
@@ -223,7 +224,7 @@ func (s *syncer) run(ctx context.Context) {
 		if first {
 			// Before the status line and READY, so that whoever waits for
 			// them may send any signal.
-			s.catchLater()
+			s.catchLater(ctx)
 		}
 		switch {
 		case err == nil:

@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 	cfg.OnLogger(cfg.Logger)
 	log = cfg.Logger
 	consul.setLogger(log)
-	go catchLater(consul.catchLater, catchLaterAfter, syncDone)
+	go catchLater(syncCtx, consul.catchLater, catchLaterAfter)
 	event(log, "running", "name", cfg.Name, "command", cfg.Command[0], "agents", agentList(reg),
 		"port", cfg.Port, "checks", describeChecks(cfg), "ttl", cfg.TTL, "heartbeat", cfg.Heartbeat,
 		"deregister", cfg.Deregister.String(), "notify", cfg.notifies(), "watchdog", cfg.Watchdog)
@@ -201,16 +201,17 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 // the tests.
 var catchLaterAfter = 100 * time.Millisecond
 
-// catchLater calls catch when the syncer has not (it does once its first
-// push has returned): after has passed, or the syncer has ended.
-func catchLater(catch func(), after time.Duration, ended <-chan struct{}) {
+// catchLater calls catch after has passed, if the syncer has not by then
+// (it does once its first push has returned) and ctx, the syncer's, has not
+// ended: once the stop has begun, nothing more is caught.
+func catchLater(ctx context.Context, catch func(context.Context), after time.Duration) {
 	t := time.NewTimer(after)
 	defer t.Stop()
 	select {
-	case <-ended:
+	case <-ctx.Done():
 	case <-t.C:
+		catch(ctx)
 	}
-	catch()
 }
 
 // start starts the child as cfg says.
