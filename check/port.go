@@ -31,8 +31,10 @@ type Port struct {
 // NewPort returns the check for pid and port that remembers by which
 // descriptor pid itself held the listening socket and looks there first: once
 // a child that listens itself is ready, a check costs one socket-table query
-// and one readlink instead of a walk over the open files of the whole process
-// tree. (A socket held by a descendant is looked for afresh each time.)
+// (of the socket's family, in svcwrap's network namespace) and two readlinks
+// (the child's namespace, the descriptor) instead of a walk over the open
+// files of the whole process tree. (A socket held by a descendant is looked
+// for afresh each time.)
 // Copies share that memory, and Check may be called from several goroutines.
 func NewPort(pid, port int) Port {
 	return Port{PID: pid, Port: port, last: new(socketHolder)}
