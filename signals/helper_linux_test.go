@@ -232,6 +232,41 @@ func helperForwardable(ignore []string) int {
 	return 0
 }
 
+// arrives sends sig to this process and reports whether it is the next
+// signal c receives (within waitTimeout); it says why not on stdout.
+func arrives(c <-chan os.Signal, sig syscall.Signal) bool {
+	if err := unix.Kill(os.Getpid(), sig); err != nil {
+		fmt.Println("FAIL kill", signals.Name(sig), err)
+		return false
+	}
+	select {
+	case got := <-c:
+		if got == sig {
+			return true
+		}
+		fmt.Println("FAIL", signals.Name(sig), "sent,", got, "received")
+		return false
+	case <-time.After(waitTimeout):
+		fmt.Println("FAIL not delivered:", signals.Name(sig))
+		return false
+	}
+}
+
+// dropped sends the real-time signal sig, not caught yet, to this process:
+// the runtime drops it and the process lives on, so SIGUSR1, sent after it,
+// is the next signal c receives.
+func dropped(c <-chan os.Signal, sig syscall.Signal) bool {
+	if err := unix.Kill(os.Getpid(), sig); err != nil {
+		fmt.Println("FAIL kill", signals.Name(sig), err)
+		return false
+	}
+	if !arrives(c, syscall.SIGUSR1) {
+		fmt.Println("FAIL: a real-time signal not caught yet arrived:", signals.Name(sig))
+		return false
+	}
+	return true
+}
+
 // helperCatchCancelled calls the second step of signals.Catch with a context
 // that has ended (a stop has begun): it catches nothing, and a real-time
 // signal is still dropped (the process lives on).
@@ -242,22 +277,7 @@ func helperCatchCancelled() int {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	rest(ctx)
-	if err := unix.Kill(os.Getpid(), syscall.Signal(35)); err != nil {
-		fmt.Println("FAIL kill", err)
-		return 1
-	}
-	if err := unix.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
-		fmt.Println("FAIL kill", err)
-		return 1
-	}
-	select {
-	case got := <-c:
-		if got != syscall.SIGUSR1 {
-			fmt.Println("FAIL: caught after a cancelled second step:", got)
-			return 1
-		}
-	case <-time.After(waitTimeout):
-		fmt.Println("FAIL: SIGUSR1 not delivered")
+	if !dropped(c, sigRTMin1) {
 		return 1
 	}
 	fmt.Println("OK")
@@ -272,59 +292,36 @@ func helperCatchSelf() int {
 	c := make(chan os.Signal, 8)
 	rest := signals.Catch(c)
 	defer signal.Stop(c)
-	arrives := func(sig syscall.Signal) bool {
-		if err := unix.Kill(os.Getpid(), sig); err != nil {
-			fmt.Println("FAIL kill", signals.Name(sig), err)
-			return false
-		}
-		deadline := time.After(waitTimeout)
-		for {
-			select {
-			case got := <-c:
-				if got == sig {
-					return true
-				}
-				fmt.Println("FAIL", signals.Name(sig), "sent,", got, "received")
-				return false
-			case <-deadline:
-				fmt.Println("FAIL not delivered:", signals.Name(sig))
-				return false
-			}
-		}
-	}
 	var named, realTime []syscall.Signal
 	for _, s := range signals.Forwardable() {
-		if sig := s.(syscall.Signal); sig < 35 {
+		if sig := s.(syscall.Signal); sig < sigRTMin1 {
 			named = append(named, sig)
 		} else {
 			realTime = append(realTime, sig)
 		}
 	}
 	for _, sig := range named {
-		if !arrives(sig) {
+		if !arrives(c, sig) {
 			return 1
 		}
 	}
-	// Not caught yet: dropped by the runtime, svcwrap lives on. SIGUSR1,
-	// sent after it, arrives alone.
-	if err := unix.Kill(os.Getpid(), realTime[0]); err != nil {
-		fmt.Println("FAIL kill", err)
-		return 1
-	}
-	if !arrives(syscall.SIGUSR1) {
-		fmt.Println("FAIL: a real-time signal sent before the second step arrived")
+	if !dropped(c, realTime[0]) {
 		return 1
 	}
 	rest(context.Background())
 	rest(context.Background()) // a second call does nothing
 	for _, sig := range realTime {
-		if !arrives(sig) {
+		if !arrives(c, sig) {
 			return 1
 		}
 	}
 	fmt.Println("OK", len(named), len(realTime))
 	return 0
 }
+
+// sigRTMin1 is SIGRTMIN+1 as Linux numbers it (`kill -l`): the first
+// real-time signal svcwrap forwards.
+const sigRTMin1 = syscall.Signal(35)
 
 // helperParentDeath SIG starts a "signals" child with ParentDeathSignal=SIG
 // from a goroutine locked to a thread that ends right after (a goroutine that
