@@ -90,7 +90,7 @@ func TestFaultStop_BoundedWhateverTheAgentState(t *testing.T) {
 }
 
 // A deregistration a hung agent has not answered when --consul-timeout runs
-// out is tried again while the child stops: the agent that comes back takes
+// out is waited for while the child stops: the agent that comes back answers
 // it, and the entry is gone when svcwrap exits, not left for the reaper. (A
 // thousand wrappers stopped at once meet an agent that answers them one
 // catalog sync at a time, the last after more than --consul-timeout.)
@@ -102,7 +102,7 @@ func TestFaultStop_HungAgentTakesTheDeregistrationWhenItComesBack(t *testing.T) 
 	pause(t, agent)
 
 	w.signal(syscall.SIGTERM)
-	w.errOut.waitFor(t, "deregistration not done yet: retrying while the command stops", wait)
+	w.errOut.waitFor(t, "deregistration not done yet: waiting for it while the command stops", wait)
 	agent.Resume(t)
 	code := w.wait(21*time.Second + stopSlack)
 	assert.Equal(t, 0, code, "exit code; stderr:\n%s", w.errOut)

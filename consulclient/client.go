@@ -12,7 +12,8 @@
 // instance's included. Errors say what kind of failure it was (ErrUnreachable,
 // ErrRefused, ErrRejected, ErrNotRegistered, ErrTokenChanged), so the caller
 // can decide whether to retry, move on, or report. Every call is bounded by a
-// timeout.
+// timeout, or, when its context says so (UntilDeadline), by its context's
+// deadline alone.
 package consulclient
 
 import (
@@ -104,8 +105,32 @@ type Config struct {
 	// Empty: CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY and
 	// CONSUL_TLS_SERVER_NAME.
 	CAFile, CertFile, KeyFile, TLSServerName string
-	// Timeout bounds each HTTP request. Zero: DefaultTimeout.
+	// Timeout bounds each HTTP request, but those made with a context from
+	// UntilDeadline. Zero: DefaultTimeout.
 	Timeout time.Duration
+}
+
+// untilDeadlineKey marks a context made by UntilDeadline.
+type untilDeadlineKey struct{}
+
+// UntilDeadline returns ctx marked so that the requests made with it wait for
+// the agent's answer until ctx's deadline, however far, instead of giving up
+// after Config.Timeout. It is for a request worth more than a retry: an agent
+// at work on a thousand wrappers' deregistrations answers each in its turn,
+// and one whose client hung up it applies anyway, so that giving up and
+// asking again only queues the same work twice and holds a second of its
+// connections. ctx must have a deadline.
+func UntilDeadline(ctx context.Context) context.Context {
+	return context.WithValue(ctx, untilDeadlineKey{}, true)
+}
+
+// bound returns ctx as a request should be made with it: capped at the
+// client's timeout unless UntilDeadline marked it.
+func (c *Client) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok && ctx.Value(untilDeadlineKey{}) != nil {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.timeout)
 }
 
 // Client talks to the agents of its list, each call to the one it names.
@@ -240,13 +265,13 @@ func (e *AgentError) Unwrap() []error {
 }
 
 // do runs call against agent i with the current token and the client's
-// timeout, and says what kind of failure an error is. When the agent rejects
+// timeout (see bound), and says what kind of failure an error is. When the agent rejects
 // the token and the token file holds a new one, do reports ErrTokenChanged if
 // retry is false, and otherwise makes the call once more with the new token.
 func (c *Client) do(ctx context.Context, i int, op string, retry bool, call func(ctx context.Context, a *api.Client, token string) error) error {
 	a := c.agents[i]
 	attempt := func(token string) error {
-		rctx, cancel := context.WithTimeout(ctx, c.timeout)
+		rctx, cancel := c.bound(ctx)
 		defer cancel()
 		return call(rctx, a.api, token)
 	}

@@ -1,6 +1,7 @@
 package consulclient_test
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -164,6 +165,36 @@ func TestClient_HungAgentTimesOut(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a hung agent blocked SetStatus past its timeout")
 	}
+}
+
+// A request made with UntilDeadline waits past the client's timeout for an
+// agent that answers late, up to its context's deadline; without it, the
+// same answer is given up on at the timeout.
+func TestClient_UntilDeadlineWaitsPastTheTimeout(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The fault: an agent busy with others' requests answers this one
+		// four timeouts after it came.
+		select {
+		case <-time.After(4 * timeout):
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{srv.URL}, Timeout: timeout})
+	require.NoError(t, err)
+
+	err = c.Deregister(t.Context(), 0, "x")
+	require.ErrorIs(t, err, context.DeadlineExceeded, "without UntilDeadline the timeout bounds the request")
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	require.NoError(t, c.Deregister(consulclient.UntilDeadline(ctx), 0, "x"))
+
+	short, cancel := context.WithTimeout(t.Context(), 2*timeout)
+	defer cancel()
+	err = c.Deregister(consulclient.UntilDeadline(short), 0, "x")
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the context's deadline still bounds it")
 }
 
 // The token is sent, and never appears in an error.

@@ -1,16 +1,10 @@
 package wrapper
 
 import (
-	"context"
-	"net"
-	"net/url"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
-
-	"github.com/svcwrap/svcwrap/consulclient"
 )
 
 // The default heartbeat is 60% of the TTL; moves and NOTICE lines count in
@@ -31,30 +25,6 @@ func TestConfig_HeartbeatDefaultAndBeat(t *testing.T) {
 		}
 		if cfg.Heartbeat != c.wantHeartbeat || cfg.beat() != c.wantBeat {
 			t.Errorf("ttl %s heartbeat %s: heartbeat %s, beat %s; want %s, %s", c.ttl, c.heartbeat, cfg.Heartbeat, cfg.beat(), c.wantHeartbeat, c.wantBeat)
-		}
-	}
-}
-
-// agentBusy: which failed deregistrations are retried while the child stops.
-func TestAgentBusy(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		err  error
-		want bool
-	}{
-		{"refused", &consulclient.AgentError{Op: "deregister", Kind: consulclient.ErrRefused}, true},
-		{"no answer in time", &consulclient.AgentError{Op: "deregister", Err: context.DeadlineExceeded}, true},
-		{"no answer in time, the client's own timeout", &consulclient.AgentError{Op: "deregister", Kind: consulclient.ErrUnreachable,
-			Err: &url.Error{Op: "Put", URL: "http://a", Err: context.DeadlineExceeded}}, true},
-		{"no connection in time", &consulclient.AgentError{Op: "deregister", Kind: consulclient.ErrUnreachable,
-			Err: &url.Error{Op: "Put", URL: "http://a", Err: &net.OpError{Op: "dial", Net: "tcp", Err: context.DeadlineExceeded}}}, false},
-		{"nothing listens", &consulclient.AgentError{Op: "deregister", Kind: consulclient.ErrUnreachable,
-			Err: &url.Error{Op: "Put", URL: "http://a", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}}, false},
-		{"rejected", &consulclient.AgentError{Op: "deregister", Kind: consulclient.ErrRejected}, false},
-		{"gave up", errGaveUp, false},
-	} {
-		if got := agentBusy(c.err); got != c.want {
-			t.Errorf("%s: agentBusy(%v) = %v, want %v", c.name, c.err, got, c.want)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -115,9 +114,9 @@ func TestFailover_LeavesAnotherInstanceAlone(t *testing.T) {
 
 // The Consul part of a stop has one --consul-timeout: against an agent that
 // hangs, the child hears the stop signal once one attempt has used that
-// budget up. The deregistration is tried again only while the child stops
-// (the agent may come back), never before the stop signal, and the end
-// still comes at the kill timeout.
+// budget up. The request goes on being waited for while the child stops
+// (the agent may come back and answer it), and the end still comes at the
+// kill timeout.
 func TestStop_OneBudgetForConsul(t *testing.T) {
 	cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: 300 * time.Millisecond}
 	r := startFake(t, cfg, nil) // the child ignores SIGTERM
@@ -128,20 +127,7 @@ func TestStop_OneBudgetForConsul(t *testing.T) {
 	assert.Equal(t, 128+9, res.code)
 	requireBefore(t, r.j, "hang deregister", "signal SIGTERM")
 	requireBefore(t, r.j, "signal SIGTERM", "kill")
-	all := r.j.all()
-	stopAt := slices.Index(all, "signal SIGTERM")
-	assert.Equal(t, 1, countPrefix(all[:stopAt], "deregister-attempt"), "one attempt before the stop signal: %q", all)
-	assert.Greater(t, countPrefix(all[stopAt:], "deregister-attempt"), 0, "retried while the child stops: %q", all)
-}
-
-func countPrefix(entries []string, prefix string) int {
-	n := 0
-	for _, e := range entries {
-		if strings.HasPrefix(e, prefix) {
-			n++
-		}
-	}
-	return n
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "one attempt, waited for: %q", r.j.all())
 }
 
 // A second stop signal while the deregistration hangs cancels it and kills
@@ -260,36 +246,58 @@ func TestStop_BudgetCountsConsulTimeOnly(t *testing.T) {
 
 // A deregistration the agent refused, or took and had not answered, when
 // the stop's Consul budget ran out does not hold the child's stop: the stop
-// signal goes out, and the deregistration goes on being retried while the
-// child stops, so the entry goes once the agent admits or answers it (a
-// host's wrappers stopped together: the agent refuses the connections
-// beyond its per-IP limit and answers the others one catalog sync at a
-// time).
-func TestStop_DeregistrationNotDoneRetriedWhileTheChildStops(t *testing.T) {
-	for name, fault := range map[string]func(r *fakeRegistry){
-		"refused":    func(r *fakeRegistry) { r.set(0, fmt.Errorf("deregister: %w", consulclient.ErrRefused), false, nil) },
-		"unanswered": func(r *fakeRegistry) { r.set(0, nil, true, nil) },
+// signal goes out, and the deregistration goes on while the child stops, so
+// the entry goes once the agent admits or answers it (a host's wrappers
+// stopped together: the agent refuses the connections beyond its per-IP
+// limit and answers the others one catalog sync at a time). A refused one
+// is made again; one the agent took is waited for, not hung up on and sent
+// again: the agent applies it anyway, and a repeat would queue the same
+// work twice.
+func TestStop_DeregistrationNotDoneGoesOnWhileTheChildStops(t *testing.T) {
+	for name, tc := range map[string]struct {
+		fault    func(r *fakeRegistry)
+		attempts func(t *testing.T, r *fakeRun) // after the stop signal, before the agent answers
+	}{
+		"refused": {
+			fault: func(r *fakeRegistry) { r.set(0, fmt.Errorf("deregister: %w", consulclient.ErrRefused), false, nil) },
+			attempts: func(t *testing.T, r *fakeRun) {
+				attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
+				r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
+			},
+		},
+		"unanswered": {
+			fault: func(r *fakeRegistry) { r.set(0, nil, true, nil) },
+			attempts: func(t *testing.T, r *fakeRun) {
+				require.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "%q", r.j.all())
+			},
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute}
+			log := &logBuffer{}
+			cfg := wrapper.Config{ConsulTimeout: 100 * time.Millisecond, KillTimeout: time.Minute, Logger: log.logger()}
 			r := startFake(t, cfg, diesOn(syscall.SIGTERM))
 			r.j.waitFor(t, "register web passing")
-			fault(r.reg)
+			tc.fault(r.reg)
 			r.sigs <- syscall.SIGTERM
 			r.j.waitFor(t, "signal SIGTERM")
-			attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
-			r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
+			tc.attempts(t, r)
+			r.j.waitUntil(t, func() bool { return strings.Contains(log.String(), "command ended") }, log.String)
 			r.reg.set(0, nil, false, nil) // the agent admits or answers it now
 			res := r.wait(t)
 			assert.Equal(t, 128+15, res.code)
 			requireBefore(t, r.j, "signal SIGTERM", "deregister web")
+			if name == "unanswered" {
+				assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "the one request the agent took was waited for: %q", r.j.all())
+			}
+			assert.Contains(t, log.String(), "late=true", log.String())
 		})
 	}
 }
 
 // A stop that lasts longer than --kill-timeout because the deregistration
-// was retried while the child stopped does not report the (long ended)
-// checks as still running.
+// went on while the child stopped does not report the (long ended) checks
+// as still running. The request the agent never answers is waited for until
+// the stop's end, not sent again.
 func TestStop_LongLateDeregistrationLeavesNoCheckWarning(t *testing.T) {
 	log := &logBuffer{}
 	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond, KillTimeout: 100 * time.Millisecond, Logger: log.logger()}
@@ -297,24 +305,25 @@ func TestStop_LongLateDeregistrationLeavesNoCheckWarning(t *testing.T) {
 	r.j.waitFor(t, "register web passing")
 	r.reg.set(0, nil, true, nil)
 	r.sigs <- syscall.SIGTERM
-	res := r.wait(t) // at --consul-timeout + --kill-timeout: the retries' end
+	res := r.wait(t) // at --consul-timeout + --kill-timeout: the wait's end
 	assert.Equal(t, 128+15, res.code)
-	assert.Greater(t, r.j.countMatch(hasPrefix("deregister-attempt")), 1, "retried while the child stopped: %q", r.j.all())
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("deregister-attempt")), "waited for, not sent again: %q", r.j.all())
+	assert.Contains(t, log.String(), "deregister failed", log.String())
 	assert.NotContains(t, log.String(), "checks still running", log.String())
 }
 
-// When the child has ended and only the deregistration's retries keep
+// When the child has ended and only the deregistration under way keeps
 // svcwrap (a hung agent, a long --kill-timeout), a second stop signal ends
-// them at once.
+// it at once.
 func TestStop_SecondSignalAfterTheChildEndedEndsLateRetries(t *testing.T) {
-	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond, KillTimeout: time.Hour}
+	log := &logBuffer{}
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond, KillTimeout: time.Hour, Logger: log.logger()}
 	r := startFake(t, cfg, diesOn(syscall.SIGTERM))
 	r.j.waitFor(t, "register web passing")
 	r.reg.set(0, nil, true, nil)
 	r.sigs <- syscall.SIGTERM
-	r.j.waitFor(t, "signal SIGTERM") // the child dies of it; the retries go on
-	attempts := r.j.countMatch(hasPrefix("deregister-attempt"))
-	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("deregister-attempt")) > attempts }, func() string { return fmt.Sprint(r.j.all()) })
+	r.j.waitFor(t, "signal SIGTERM") // the child dies of it; the wait goes on
+	r.j.waitUntil(t, func() bool { return strings.Contains(log.String(), "command ended") }, log.String)
 	r.sigs <- syscall.SIGTERM
 	res := r.wait(t) // within the test's wait, not the hour
 	assert.Equal(t, 128+15, res.code)

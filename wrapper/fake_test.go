@@ -114,7 +114,9 @@ type fakeRegistry struct {
 	fails   map[int]error
 	// hangs, while set for an agent, makes every call to it block until its
 	// context ends, as a paused agent does; the journal says "@i hang op".
-	hangs map[int]bool
+	// The calls still blocked when set lifts the hang go on then, as a
+	// paused agent answers what it was sent once it resumes.
+	hangs map[int]chan struct{}
 	// hangOp, when set, makes only calls of that operation block until their
 	// context ends (and take effect first, as a request the agent applied
 	// and did not answer in time): "register".
@@ -174,28 +176,39 @@ func (r *fakeRegistry) set(i int, fail error, hang bool, holder *consulclient.Ho
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.fails == nil {
-		r.fails, r.holders, r.hangs = map[int]error{}, map[int]*consulclient.Holder{}, map[int]bool{}
+		r.fails, r.holders, r.hangs = map[int]error{}, map[int]*consulclient.Holder{}, map[int]chan struct{}{}
 	}
 	if i == 0 {
 		r.fail, r.holder = fail, holder
 	}
-	r.fails[i], r.hangs[i], r.holders[i] = fail, hang, holder
+	r.fails[i], r.holders[i] = fail, holder
+	switch resumed := r.hangs[i]; {
+	case hang && resumed == nil:
+		r.hangs[i] = make(chan struct{})
+	case !hang && resumed != nil:
+		close(resumed)
+		delete(r.hangs, i)
+	}
 }
 
-// block reports true after waiting for ctx if agent i hangs.
+// block waits while agent i hangs, and fails when ctx ends first.
 func (r *fakeRegistry) block(ctx context.Context, i int, op string) error {
 	if err := ctx.Err(); err != nil {
 		return err // as the api client: an expired context sends nothing
 	}
 	r.mu.Lock()
-	hang := r.hangs[i]
+	resumed := r.hangs[i]
 	r.mu.Unlock()
-	if !hang {
+	if resumed == nil {
 		return nil
 	}
 	r.add(i, "hang %s", op)
-	<-ctx.Done()
-	return fmt.Errorf("%s through agent%d: %w: %w", op, i, consulclient.ErrUnreachable, ctx.Err())
+	select {
+	case <-resumed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s through agent%d: %w: %w", op, i, consulclient.ErrUnreachable, ctx.Err())
+	}
 }
 
 func (r *fakeRegistry) registered(i int) consulclient.Service {

@@ -8,10 +8,10 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"net"
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -445,7 +445,7 @@ func (s *stopper) succeeded(exit signals.Exit) bool {
 // cut short, answered or not, may be there and passing, and must be gone
 // before the child hears the stop signal. It is tried once per stop, within
 // the stop's budget; one the agent refused or did not answer in time goes
-// on while the child stops (deregisterLate).
+// on while the child stops (removeLate).
 func (s *stopper) deregister() {
 	if s.triedDereg {
 		return
@@ -476,17 +476,17 @@ func (s *stopper) deregister() {
 }
 
 // remove makes call, a removal from agent i, within the stop's budget, and
-// hands its outcome to ended. One the agent refused or did not answer in
-// time, while the child is being stopped, goes on in the background
-// (deregisterLate), and ended hears of it there when it is done (late): it
-// must then leave the stopper's state alone.
+// hands its outcome to ended. During a stop signal's stop, a removal the
+// agent has not done when the budget runs out is not given up on: the stop
+// signal goes out, and the removal goes on while the child stops
+// (removeLate); ended hears of it when it is done (late), and must then
+// leave the stopper's state alone.
 func (s *stopper) remove(i int, call func(context.Context) error, ended func(err error, late bool)) {
-	err := s.persist(call)
-	if agentBusy(err) && s.stopping && !s.hurried {
-		s.deregisterLate(i, call, ended)
+	if !s.stopping || s.hurried {
+		ended(s.persist(call), false)
 		return
 	}
-	ended(err, false)
+	s.removeLate(i, call, ended)
 }
 
 // deregisteredOn says how a deregistration from agent on ended, and reports
@@ -509,55 +509,67 @@ func (s *stopper) deregisteredOn(on int, err error, late bool) bool {
 	return true
 }
 
-// deregisterLate goes on with a removal from agent i the agent had not done
-// when the stop's budget for Consul ran out, in the background while the child
-// stops, until the latest moment the stop may end (--consul-timeout +
-// --drain + --kill-timeout after it began; finish waits for it). A host's
-// wrappers stopped together are a herd at their agent: it refuses the
-// connections beyond its per-IP limit, and answers the others one catalog
-// sync at a time, the last of a thousand after more than five seconds. The
-// child must hear the stop in time, and the entry must still go, not wait a
-// minute for the reaper.
-func (s *stopper) deregisterLate(i int, call func(context.Context) error, ended func(err error, late bool)) {
+// removeLate makes call, a removal from agent i, on a context that lasts
+// until the latest moment the stop may end (--consul-timeout + --drain +
+// --kill-timeout after it began; finish waits for it), and waits for it
+// within the stop's budget. A host's wrappers stopped together are a herd at
+// their agent: it refuses the connections beyond its per-IP limit, and
+// answers the others one catalog sync at a time, the last of a thousand
+// after more than five seconds. The child must hear the stop in time, and
+// the entry must still go, not wait a minute for the reaper. So a refused
+// call is made again until then, and one the agent has taken is waited for
+// until then, not hung up on and made again: the agent applies a request
+// whose client hung up anyway, and the repeat would only queue the same work
+// twice and hold a second of its connections.
+func (s *stopper) removeLate(i int, call func(context.Context) error, ended func(err error, late bool)) {
 	deadline := s.stopBegan.Add(s.cfg.ConsulTimeout + s.cfg.Drain + s.cfg.KillTimeout)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	s.cancelLate = append(s.cancelLate, cancel)
-	event(s.cfg.Logger, "deregistration not done yet: retrying while the command stops", "agent", s.reg.Addr(i), "until", deadline.Format(time.RFC3339Nano))
+	// Who hears the outcome: this goroutine while it waits (waiting),
+	// ended in the background once it has stopped waiting (late).
+	const waiting, late, answered = 0, 1, 2
+	var state atomic.Int32
+	done := make(chan error, 1)
 	s.late.Add(1)
 	go func() {
 		defer s.late.Done()
 		defer cancel()
 		var err error
 		retry(ctx, persistFirst, persistMax, func() bool {
-			// Each attempt has a --consul-timeout of its own: one the agent
-			// never answers must not hold the next until the deadline.
-			actx, cancel := context.WithTimeout(ctx, s.cfg.ConsulTimeout)
-			defer cancel()
-			err = call(actx)
-			return !agentBusy(err)
+			err = call(consulclient.UntilDeadline(ctx))
+			return !errors.Is(err, consulclient.ErrRefused) || ctx.Err() != nil
 		})
+		if state.CompareAndSwap(waiting, answered) {
+			done <- err
+			return
+		}
 		ended(err, true)
 	}()
-}
 
-// agentBusy reports whether a deregistration failed because the agent, alive,
-// has not got to it: it refused the connection (over its per-IP limit) or
-// had not answered when the time ran out. Another attempt may succeed; an
-// agent that is not there (nothing listens), or that rejects the request, is
-// not retried, since the stop would wait for nothing. An attempt that timed
-// out may still be done by the agent: the next one then finds nothing to
-// remove, which is a success.
-func agentBusy(err error) bool {
-	if errors.Is(err, consulclient.ErrRefused) {
-		return true
+	began := time.Now()
+	defer func() { s.spent += time.Since(began) }()
+	budget := time.NewTimer(s.remaining())
+	defer budget.Stop()
+	for {
+		select {
+		case err := <-done:
+			ended(err, false)
+			return
+		case <-budget.C:
+			if state.CompareAndSwap(waiting, late) {
+				event(s.cfg.Logger, "deregistration not done yet: waiting for it while the command stops",
+					"agent", s.reg.Addr(i), "until", deadline.Format(time.RFC3339Nano))
+				return
+			}
+			ended(<-done, false) // it ended just now
+			return
+		case sig := <-s.cfg.Signals:
+			if s.hurry(sig) { // giveUpOnConsul has cancelled ctx
+				ended(<-done, false)
+				return
+			}
+		}
 	}
-	// A connection that could not even be set up in time is an agent that
-	// is not there (its host down or cut off), not one at work.
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return false
-	}
-	return errors.Is(err, context.DeadlineExceeded)
 }
 
 // markCritical keeps the service but turns its check critical with output,
@@ -639,7 +651,7 @@ const (
 // would leave those services registered until the reaper. An agent that does
 // not answer at all is not waited for beyond the budget: the child's stop
 // would wait with it (a deregistration goes on in the background,
-// deregisterLate). The call runs in a goroutine while this one handles
+// removeLate). The call runs in a goroutine while this one handles
 // signals as the supervise loop would; a second stop signal cancels the
 // call under way and ends the retries.
 func (s *stopper) persist(call func(ctx context.Context) error) error {
