@@ -352,6 +352,34 @@ func (silent) Watchdog()       {}
 // start line.
 func (cfg Config) notifies() bool { return cfg.Notify != silent{} }
 
+// nextBeat is how long after an update was sent the next heartbeat is due,
+// given that the agent took took to answer it, and whether the update was a
+// registration (fresh). An agent resets the TTL somewhere between the
+// sending and its answer, so the next update must reach it within the TTL
+// of the sending, and a busy agent takes as long again or longer: a host's
+// start is a herd of registrations, each of which costs the agent a pass
+// over all its services, and a heartbeat queued behind a few hundred of
+// them waits seconds. So the heartbeat comes sooner when the agent was
+// slow, leaving twice the last answer's time to spare (but not sooner than
+// a tenth of the TTL), and the first after a registration, when such a herd
+// is likeliest, at a third of the TTL at most. An agent that answers in
+// milliseconds, as an idle one does, gets the heartbeat as configured.
+func (cfg Config) nextBeat(took time.Duration, fresh bool) time.Duration {
+	every := cfg.Heartbeat
+	if fresh {
+		every = min(every, cfg.TTL/3)
+	}
+	if spare := cfg.TTL - 2*took - nextBeatSlack; spare < every {
+		every = max(spare, cfg.TTL/10)
+	}
+	return every
+}
+
+// nextBeatSlack is what nextBeat leaves the TTL beyond twice the last
+// answer's time: enough for the heartbeat grid (beatSlot brings a heartbeat
+// forward, never back) and the request's own way to the agent.
+const nextBeatSlack = time.Second
+
 // beat is the period the syncer's patience is counted in: how long an agent
 // may go unanswering before svcwrap moves to the next one, and a failure
 // before it is reported. It is the heartbeat, but no more than a third of

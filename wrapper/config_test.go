@@ -29,6 +29,39 @@ func TestConfig_HeartbeatDefaultAndBeat(t *testing.T) {
 	}
 }
 
+// The heartbeat comes as configured after an update an agent answered in
+// milliseconds, at a third of the TTL at most after a registration, and
+// sooner after a slow answer, with twice its time to spare.
+func TestNextBeat(t *testing.T) {
+	cfg, err := Config{Name: "web", Command: []string{"web"}, TTL: 10 * time.Second}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := cfg
+	short.Heartbeat = time.Second
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		took  time.Duration
+		fresh bool
+		want  time.Duration
+	}{
+		{"idle agent", cfg, 3 * time.Millisecond, false, 6 * time.Second},
+		{"after a registration", cfg, 3 * time.Millisecond, true, 10 * time.Second / 3},
+		{"a short heartbeat after a registration", short, 3 * time.Millisecond, true, time.Second},
+		{"answered in 1.5 s", cfg, 1500 * time.Millisecond, false, 6 * time.Second},
+		{"answered in 2.5 s", cfg, 2500 * time.Millisecond, false, 4 * time.Second},
+		{"a registration answered in 2.5 s", cfg, 2500 * time.Millisecond, true, 10 * time.Second / 3},
+		{"answered in 4 s", cfg, 4 * time.Second, false, time.Second},
+		{"answered after the TTL", cfg, 12 * time.Second, false, time.Second},
+		{"a short heartbeat, answered in 4 s", short, 4 * time.Second, false, time.Second},
+	} {
+		got := tc.cfg.nextBeat(tc.took, tc.fresh)
+		assert.Equal(t, tc.want, got, tc.name)
+		assert.LessOrEqual(t, got, tc.cfg.Heartbeat, "%s: never later than configured", tc.name)
+	}
+}
+
 // A heartbeat goes at the last half second of the wall clock before it is
 // due, never after; a short heartbeat gets a tenth of itself as the slot;
 // one already due (the last answer came late) goes at once.

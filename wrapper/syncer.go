@@ -60,6 +60,7 @@ type syncer struct {
 	lost      time.Time // when the agent the registration is on stopped answering
 	noAddr    bool      // the registration without the host's address was reported
 	critical  time.Time // when the check was last (re-)registered while critical
+	fresh     bool      // the last update answered was a registration (Config.nextBeat)
 	trouble   trouble
 	held      map[int]bool // agents where another svcwrap's entry was reported
 	announced announcement // what cfg.Notify was last told
@@ -239,8 +240,11 @@ func (s *syncer) run(ctx context.Context) {
 			retry = retryFirst
 			// Counted from the sending: the agent reset the TTL somewhere
 			// between then and its answer, which a busy agent (a host's
-			// start) gives seconds later.
-			timer.Reset(untilBeat(time.Now(), pushed.Add(s.cfg.Heartbeat), s.cfg.Heartbeat))
+			// start) gives seconds later; and sooner when it did.
+			now := time.Now()
+			next := s.cfg.nextBeat(now.Sub(pushed), s.fresh)
+			s.fresh = false
+			timer.Reset(untilBeat(now, pushed.Add(next), s.cfg.Heartbeat))
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, ErrIDInUse):
@@ -544,7 +548,7 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 		return err
 	}
 	prev := s.on
-	s.on, s.ever, s.lost, s.doubt = i, true, time.Time{}, false
+	s.on, s.ever, s.lost, s.doubt, s.fresh = i, true, time.Time{}, false, true
 	delete(s.held, i)
 	s.critical = time.Time{}
 	if current.Status == check.Critical {
