@@ -41,14 +41,16 @@ import (
 // agent answers in milliseconds; five seconds only matters for a hung one.
 const DefaultTimeout = 5 * time.Second
 
-// idleConnTimeout is how long a connection to the agent is kept for the next
-// request: long enough for the requests of one sync (look-up, registration,
-// output) to share it, far shorter than a heartbeat at default settings. An
-// agent admits a limited number of concurrent connections per client IP
-// (limits.http_max_conns_per_client, 200 by default) and every svcwrap on a
-// host connects from the same address: a connection held between heartbeats
-// would make wrapper 201 on a host wait forever.
-const idleConnTimeout = time.Second
+// A connection to the agent carries one request (Connection: close), and the
+// agent closes it once it has answered. An agent admits a limited number of
+// concurrent connections per client IP (limits.http_max_conns_per_client,
+// 200 by default), every svcwrap on a host connects from the same address,
+// and the agent counts a connection until it has closed it itself: one the
+// client closes counts until the agent notices, which on a busy host is long
+// enough to turn a host's heartbeats away while fewer than 200 requests are
+// under way (BENCHMARKS.md, section 9). A connection kept for the next
+// request would save a loopback handshake, and cost the same slot for
+// nothing between heartbeats.
 
 // The kinds of failure, checked with errors.Is. Every error a call returns
 // names the agent's address; none contains the token.
@@ -143,7 +145,6 @@ type Client struct {
 type agent struct {
 	addr string
 	api  *api.Client
-	http *http.Client // the api client's
 }
 
 // New builds a client. It sends nothing: an agent that is down at start must not
@@ -191,20 +192,20 @@ func New(cfg Config) (*Client, error) {
 		if t, ok := conf.HttpClient.Transport.(*http.Transport); ok {
 			tuneTransport(t)
 		}
-		c.agents = append(c.agents, agent{addr: conf.Address, api: client, http: conf.HttpClient})
+		c.agents = append(c.agents, agent{addr: conf.Address, api: client})
 	}
 	return c, nil
 }
 
 // connBuffer is the size of a connection's read and write buffers. The
-// agent's answers are a few hundred bytes, and since every heartbeat is a new
-// connection (see idleConnTimeout), net/http's 4 KiB buffers were almost half
+// agent's answers are a few hundred bytes, and since every request is a new
+// connection (see tuneTransport), net/http's 4 KiB buffers were almost half
 // of the garbage a heartbeat leaves. A larger answer (a look-up) just takes
 // more reads.
 const connBuffer = 1 << 10
 
 func tuneTransport(t *http.Transport) {
-	t.IdleConnTimeout = idleConnTimeout
+	t.DisableKeepAlives = true
 	t.ReadBufferSize, t.WriteBufferSize = connBuffer, connBuffer
 }
 
@@ -219,15 +220,6 @@ func (c *Client) Agents() int { return len(c.agents) }
 
 // Addr is the address of agent i, as errors and logs name it.
 func (c *Client) Addr(i int) string { return c.agents[i].addr }
-
-// CloseIdleConnections closes the connections kept for the next request.
-// svcwrap calls it after each exchange with the agent; connections it does
-// not close are closed after idleConnTimeout anyway.
-func (c *Client) CloseIdleConnections() {
-	for _, a := range c.agents {
-		a.http.CloseIdleConnections()
-	}
-}
 
 // AgentError is a failed call to one agent: what was asked (Op: register,
 // heartbeat, deregister, look up), of which agent, and the kind of failure

@@ -134,7 +134,6 @@ var errNotOurs = errors.New("the service ID is another svcwrap's now")
 // this svcwrap's own, and reports whether it did; errNotOurs if the entry is
 // another's.
 func (s *syncer) deregisterOwn(ctx context.Context, i int) (bool, error) {
-	defer s.hangUp()
 	h, err := s.reg.Holder(ctx, i, s.idOn(i))
 	if err != nil {
 		return false, err

@@ -221,7 +221,6 @@ func (s *syncer) run(ctx context.Context) {
 	for first := true; ; first = false {
 		pushed := time.Now()
 		err := s.push(ctx, current)
-		s.hangUp()
 		if first {
 			// Before the status line and READY, so that whoever waits for
 			// them may send any signal.
@@ -326,16 +325,6 @@ func (s *syncer) await(ctx context.Context, timer *time.Timer, current *check.Re
 		case <-ctx.Done():
 			return false
 		}
-	}
-}
-
-// hangUp closes the registry's idle connection, if it keeps one, once a push
-// is done: the next is a heartbeat away, and an agent admits only so many
-// connections per client IP, which all the wrappers of a host share. Closing
-// here rather than on an idle timer spares a wake-up per heartbeat.
-func (s *syncer) hangUp() {
-	if c, ok := s.reg.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
 	}
 }
 

@@ -100,6 +100,8 @@ func Run(ctx context.Context, cfg Config, reg Registry) (int, error) {
 		return ExitUsage, err
 	}
 	defer unlock()
+	// Keep the host's requests to the agent within what it admits (gate.go).
+	reg = gateRegistry(cfg, reg)
 	// Every line says which service it is about, and once the child runs,
 	// which process.
 	cfg.Logger = cfg.Logger.With("service", cfg.ID)

@@ -1,0 +1,184 @@
+package wrapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/svcwrap/svcwrap/consulclient"
+)
+
+// The gate keeps the requests the svcwraps of a host have under way to one
+// agent below what the agent admits from one client address
+// (limits.http_max_conns_per_client, 200 by default). A host's start or
+// shutdown is a herd: a thousand registrations or deregistrations at once,
+// which the agent answers one catalog sync at a time. Without the gate,
+// those it has taken fill its connections while they wait for their turn,
+// and it turns the rest away, a heartbeat of an already passing service
+// among them; each refusal costs it an accept and an answer, and every
+// refused wrapper comes back, so that on a busy host the agent spent its
+// CPU refusing and the heartbeats it turned away let TTLs lapse
+// (BENCHMARKS.md, section 9). With the gate, the herd waits in the kernel's
+// lock queue, at no cost to anyone, and the heartbeats have slots of their
+// own that registrations cannot take.
+//
+// A slot is an flock on one of gateSlots files per pool, in the host lock's
+// directory; the kernel releases it when svcwrap dies, however it dies.
+// Where no lock can be taken, requests go ungated, as before.
+
+// gateSlots is the number of requests of each pool (heartbeats; all the
+// others) the svcwraps of a host have under way to one agent at most: 128
+// together, leaving the rest of the agent's 200 to its other clients. More
+// would not make the herd faster: the agent does one catalog sync at a time.
+const gateSlots = 64
+
+// gate is one pool of slots for one agent.
+type gate struct {
+	dir, agent, pool string
+}
+
+// slot is the path of the pool's k-th slot file: a host-lock path under a
+// name no service ID can have (IDs contain no NUL).
+func (g gate) slot(k int) string {
+	return lockPath(g.dir, g.agent, "\x00gate "+g.pool+" "+strconv.Itoa(k))
+}
+
+// enter takes a slot of the pool, waiting until ctx ends for one to free,
+// and returns the function that gives it back. A gate it cannot use (no
+// lock directory, a file it may not open) lets the request through.
+func (g gate) enter(ctx context.Context) (leave func(), err error) {
+	pass := func() {}
+	first := rand.IntN(gateSlots)
+	for k := range gateSlots {
+		f, err := openLock(g.dir, g.slot((first+k)%gateSlots))
+		if err != nil {
+			return pass, nil
+		}
+		switch err := flock(f); {
+		case err == nil:
+			return func() { f.Close() }, nil
+		case !errors.Is(err, syscall.EWOULDBLOCK):
+			f.Close()
+			return pass, nil
+		}
+		f.Close()
+	}
+	// All taken: wait for one, the one this try began with (a random one,
+	// so that the waiters spread over the slots).
+	f, err := openLock(g.dir, g.slot(first))
+	if err != nil {
+		return pass, nil
+	}
+	got := make(chan error, 1)
+	go func() { got <- flockWait(f) }()
+	select {
+	case err := <-got:
+		if err != nil {
+			f.Close()
+			return pass, nil
+		}
+		return func() { f.Close() }, nil
+	case <-ctx.Done():
+		// The file is closed once the flock under way returns, which it
+		// does when it gets the slot: then it gives it back at once.
+		f.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// flockWait takes an exclusive lock on f, waiting for it.
+func flockWait(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	err = rc.Control(func(fd uintptr) {
+		for {
+			ferr = syscall.Flock(int(fd), syscall.LOCK_EX)
+			if ferr != syscall.EINTR {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return ferr
+}
+
+// gated is a Registry whose requests pass the gates of their agent: the
+// heartbeats (SetStatus) through one pool, everything else through the
+// other. A wait for a slot is bounded by the request's context or, when it
+// has no deadline, by timeout (--consul-timeout); one that runs out is a
+// refusal (consulclient.ErrRefused), as the agent's own would have been,
+// and is retried as one.
+type gated struct {
+	Registry
+	beats, calls []gate
+	timeout      time.Duration
+}
+
+// gateRegistry returns reg behind the gates of its agents in cfg.LockDir. An
+// agent of empty address, as from a Registry that does not say where it
+// is, is not gated.
+func gateRegistry(cfg Config, reg Registry) Registry {
+	g := &gated{Registry: reg, timeout: cfg.ConsulTimeout}
+	for i := range reg.Agents() {
+		addr := reg.Addr(i)
+		g.beats = append(g.beats, gate{cfg.LockDir, addr, "beat"})
+		g.calls = append(g.calls, gate{cfg.LockDir, addr, "call"})
+	}
+	return g
+}
+
+// through makes call once a slot of g is taken.
+func (r *gated) through(ctx context.Context, g gate, op string, call func() error) error {
+	if g.agent == "" {
+		return call()
+	}
+	wctx := ctx
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+	}
+	leave, err := g.enter(wctx)
+	if err != nil {
+		e := &consulclient.AgentError{Op: op, Agent: g.agent, Err: err}
+		if ctx.Err() == nil {
+			e.Kind = consulclient.ErrRefused
+			e.Err = fmt.Errorf("the host's requests to the agent are at their limit (%d): %w", gateSlots, err)
+		}
+		return e
+	}
+	defer leave()
+	return call()
+}
+
+func (r *gated) Register(ctx context.Context, i int, s consulclient.Service) error {
+	return r.through(ctx, r.calls[i], "register", func() error { return r.Registry.Register(ctx, i, s) })
+}
+
+func (r *gated) SetStatus(ctx context.Context, i int, serviceID, status, output string) error {
+	return r.through(ctx, r.beats[i], "heartbeat", func() error { return r.Registry.SetStatus(ctx, i, serviceID, status, output) })
+}
+
+func (r *gated) Deregister(ctx context.Context, i int, serviceID string) error {
+	return r.through(ctx, r.calls[i], "deregister", func() error { return r.Registry.Deregister(ctx, i, serviceID) })
+}
+
+func (r *gated) Holder(ctx context.Context, i int, serviceID string) (h *consulclient.Holder, err error) {
+	err = r.through(ctx, r.calls[i], "look up", func() (err error) { h, err = r.Registry.Holder(ctx, i, serviceID); return err })
+	return h, err
+}
+
+func (r *gated) NodeAddress(ctx context.Context, i int) (addr string, err error) {
+	err = r.through(ctx, r.calls[i], "node address", func() (err error) { addr, err = r.Registry.NodeAddress(ctx, i); return err })
+	return addr, err
+}

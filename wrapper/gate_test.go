@@ -1,0 +1,139 @@
+package wrapper
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/svcwrap/svcwrap/consulclient"
+)
+
+// fill takes every slot of g and returns the function that gives them back.
+func fill(t *testing.T, g gate) func() {
+	t.Helper()
+	var leaves []func()
+	for range gateSlots {
+		leave, err := g.enter(t.Context())
+		require.NoError(t, err)
+		leaves = append(leaves, leave)
+	}
+	return func() {
+		for _, leave := range leaves {
+			leave()
+		}
+	}
+}
+
+// A gate lets gateSlots requests through at once; the next waits until one
+// of them is done, or until its context ends.
+func TestGate_WaitsForAFreeSlot(t *testing.T) {
+	g := gate{t.TempDir(), "127.0.0.1:8500", "call"}
+	var leaves []func()
+	for range gateSlots {
+		leave, err := g.enter(t.Context())
+		require.NoError(t, err)
+		leaves = append(leaves, leave)
+	}
+
+	short, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err := g.enter(short)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "every slot is taken")
+
+	entered := make(chan func(), 1)
+	go func() {
+		leave, err := g.enter(t.Context())
+		assert.NoError(t, err)
+		entered <- leave
+	}()
+	for _, leave := range leaves {
+		leave() // the waiter waits on one of them, whichever it is
+	}
+	select {
+	case leave := <-entered:
+		leave()
+	case <-time.After(10 * time.Second):
+		t.Fatal("a slot was given back and the waiter did not get it")
+	}
+}
+
+// The slot a waiter gave up on is given back once the waiter's flock gets
+// it: the pool is whole again afterwards.
+func TestGate_AbandonedWaitGivesTheSlotBack(t *testing.T) {
+	g := gate{t.TempDir(), "127.0.0.1:8500", "call"}
+	release := fill(t, g)
+	short, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	_, err := g.enter(short)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	release()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		free := 0
+		var leaves []func()
+		for range gateSlots {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Millisecond)
+			leave, err := g.enter(ctx)
+			cancel()
+			if err == nil {
+				free++
+				leaves = append(leaves, leave)
+			}
+		}
+		for _, leave := range leaves {
+			leave()
+		}
+		if free == gateSlots {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "only %d of %d slots free again", free, gateSlots)
+	}
+}
+
+// Behind the gates, heartbeats have slots of their own: a herd of
+// registrations that has taken all of theirs does not hold a heartbeat up.
+// A request that cannot get a slot in time is a refusal, as the agent's own
+// would be, and the request is not made.
+func TestGated_HeartbeatsHaveTheirOwnSlots(t *testing.T) {
+	reg := &countingRegistry{}
+	cfg := Config{LockDir: t.TempDir(), ConsulTimeout: 50 * time.Millisecond}
+	g := gateRegistry(cfg, reg)
+	release := fill(t, gate{cfg.LockDir, reg.Addr(0), "call"})
+	defer release()
+
+	require.NoError(t, g.SetStatus(t.Context(), 0, "web", "passing", ""))
+	assert.Equal(t, 1, reg.calls)
+
+	err := g.Deregister(t.Context(), 0, "web") // no deadline: --consul-timeout
+	require.ErrorIs(t, err, consulclient.ErrRefused)
+	assert.Equal(t, 1, reg.calls, "not made")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	err = g.Deregister(ctx, 0, "web")
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, consulclient.ErrRefused, "the caller gave up: not a refusal")
+}
+
+// countingRegistry answers everything at once and counts the calls.
+type countingRegistry struct{ calls int }
+
+func (r *countingRegistry) Agents() int     { return 1 }
+func (r *countingRegistry) Addr(int) string { return "127.0.0.1:8500" }
+func (r *countingRegistry) count() error    { r.calls++; return nil }
+func (r *countingRegistry) Register(context.Context, int, consulclient.Service) error {
+	return r.count()
+}
+func (r *countingRegistry) SetStatus(context.Context, int, string, string, string) error {
+	return r.count()
+}
+func (r *countingRegistry) Deregister(context.Context, int, string) error { return r.count() }
+func (r *countingRegistry) Holder(context.Context, int, string) (*consulclient.Holder, error) {
+	return nil, r.count()
+}
+func (r *countingRegistry) NodeAddress(context.Context, int) (string, error) {
+	return "127.0.0.1", r.count()
+}
