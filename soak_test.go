@@ -89,7 +89,7 @@ const (
 	hitUSR1                   // a SIGUSR1, to be forwarded (then as hitNothing)
 	hitTERM                   // SIGTERM
 	hitINT                    // SIGINT
-	hitTERM2                  // SIGTERM, and a second one once the stop is under way
+	hitTERM2                  // SIGTERM, and a second one once the child has been sent the first
 	hitKILL                   // SIGKILL of svcwrap itself
 	numSoakHits
 )
@@ -612,10 +612,16 @@ func (r *soakRun) end() {
 	case r.s.hit == hitINT:
 		r.signal(syscall.SIGINT)
 	case r.s.hit == hitTERM2:
-		before := r.p.errOut.count("stopping")
+		// The second SIGTERM goes once the first has reached the child,
+		// which ignores it: sent while the stop still waits for Consul, it
+		// would give up on Consul (README: a second SIGTERM kills at once),
+		// and whether the deregistration had been done by then would be a
+		// race of milliseconds. That case has tests of its own
+		// (TestFaultStop_SecondSignalKillsAtOnce and wrapper's).
+		before := r.p.errOut.count("forwarded stop signal")
 		r.signal(syscall.SIGTERM)
-		if ok, _ := soakWithin(soakWait, func() (bool, string) { return r.p.errOut.count("stopping") > before, "" }); !ok {
-			r.fail("svcwrap did not log that it is stopping within %s", soakWait)
+		if ok, _ := soakWithin(soakWait, func() (bool, string) { return r.p.errOut.count("forwarded stop signal") > before, "" }); !ok {
+			r.fail("svcwrap did not log that it forwarded the stop signal within %s", soakWait)
 		}
 		r.signal(syscall.SIGTERM)
 	default:
@@ -717,7 +723,7 @@ func (r *soakRun) checkCatalog(lapseFrom time.Time) string {
 			return len(local)+len(catalog) == 0, fmt.Sprintf("%v %v", local, catalog)
 		})
 		if !ok {
-			r.fail("svcwrap exited normally, but %s later the service is still registered: %s", soakGone, state)
+			r.fail("svcwrap exited normally, but %s later the service is still registered: %s; stderr:\n%s", soakGone, state, r.p.errOut)
 			r.deregisterLeftovers()
 			return "left"
 		}
