@@ -83,7 +83,8 @@ demo: deps consul build
 	scripts/demo.sh
 
 # The benchmark harness (bench/, BENCHMARKS.md): svcwrap built without -race
-# against a dev agent of its own on loopback; about 25 minutes with the
+# against a dev agent of its own on loopback, the scale runs on an idle host
+# and on one whose cores are taken by busy loops; about 27 minutes with the
 # defaults. BENCH_FLAGS adds harness flags, e.g. BENCH_FLAGS='-runs 20
 # -scale 100' or BENCH_FLAGS='-wrapper bin/svcwrap -wrapper other-wrapper'.
 # The samples go to bench/results/latest.json. Then the Go micro-benchmarks.

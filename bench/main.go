@@ -6,7 +6,8 @@
 //   - signals: SIGHUP/SIGUSR1 to the wrapper → the child's handler;
 //   - stop: SIGTERM → wrapper exited, deregistered before the child hears;
 //   - footprint: RSS, CPU per idle minute, requests to the agent per second;
-//   - scale: N wrappers on one agent.
+//   - scale: N wrappers on one agent, on an idle host and on one whose cores
+//     are taken by busy loops (-scale-hogged, -hogs).
 //
 // Each latency is measured over -runs runs and reported as median, p90 and
 // max. Every wrapper given with -wrapper is measured the same way, so figures
@@ -82,6 +83,8 @@ type config struct {
 	Wrappers []string      `json:"wrappers"`
 	Consul   string        `json:"consul"`
 	Scale    []int         `json:"scale"`
+	Hogged   []int         `json:"scale_hogged,omitempty"`
+	Hogs     int           `json:"hogs,omitempty"`
 	Idle     time.Duration `json:"idle_window"`
 	Hold     time.Duration `json:"scale_hold"`
 	Rate     float64       `json:"scale_rate,omitempty"`
@@ -110,6 +113,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	})
 	fs.StringVar(&cfg.Consul, "consul", defaultConsul(), "Consul agent binary ($SVCWRAP_CONSUL_BIN)")
 	scale := fs.String("scale", "100,500,1000", "numbers of wrappers for the scale runs, comma-separated")
+	hogged := fs.String("scale-hogged", "1000", "numbers of wrappers for the scale runs on a loaded host (-hogs busy loops), comma-separated; empty: none")
+	fs.IntVar(&cfg.Hogs, "hogs", runtime.NumCPU(), "busy loops that compete for the cores in the -scale-hogged runs")
 	fs.DurationVar(&cfg.Idle, "idle", time.Minute, "idle window of the footprint measurement")
 	fs.DurationVar(&cfg.Hold, "hold", 30*time.Second, "how long N wrappers idle together (a few TTLs, to see lapses)")
 	fs.Float64Var(&cfg.Rate, "scale-rate", 0, "wrappers started per second in the scale runs; 0: as fast as the harness can fork")
@@ -138,6 +143,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if !given["scale"] {
 			*scale = "10"
 		}
+		if !given["scale-hogged"] {
+			*hogged = "10"
+		}
 		if !given["idle"] {
 			cfg.Idle = 5 * time.Second
 		}
@@ -145,16 +153,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			cfg.Hold = 3 * time.Second
 		}
 	}
-	for _, s := range strings.Split(*scale, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			fmt.Fprintf(stderr, "svcbench: -scale: %q is not a positive number\n", s)
-			return cfg, errors.New("usage")
-		}
-		cfg.Scale = append(cfg.Scale, n)
+	var err error
+	if cfg.Scale, err = parseCounts("-scale", *scale, stderr); err != nil {
+		return cfg, err
+	}
+	if cfg.Hogged, err = parseCounts("-scale-hogged", *hogged, stderr); err != nil {
+		return cfg, err
 	}
 	if *only != "" {
 		for _, g := range strings.Split(*only, ",") {
@@ -165,14 +169,32 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			cfg.Only = append(cfg.Only, g)
 		}
 	}
-	if cfg.Runs < 1 || cfg.Poll <= 0 || cfg.Idle <= 0 || cfg.Hold <= 0 || cfg.Rate < 0 {
-		fmt.Fprintln(stderr, "svcbench: -runs, -poll, -idle and -hold must be positive, -scale-rate not negative")
+	if cfg.Runs < 1 || cfg.Poll <= 0 || cfg.Idle <= 0 || cfg.Hold <= 0 || cfg.Rate < 0 || cfg.Hogs < 1 {
+		fmt.Fprintln(stderr, "svcbench: -runs, -poll, -idle, -hold and -hogs must be positive, -scale-rate not negative")
 		return cfg, errors.New("usage")
 	}
 	if len(cfg.Wrappers) == 0 {
 		cfg.Wrappers = []string{"bin/svcwrap"}
 	}
 	return cfg, nil
+}
+
+// parseCounts reads a comma-separated list of positive numbers: the value of
+// flag name.
+func parseCounts(name, list string, stderr io.Writer) ([]int, error) {
+	var ns []int
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "svcbench: %s: %q is not a positive number\n", name, s)
+			return nil, errors.New("usage")
+		}
+		ns = append(ns, n)
+	}
+	return ns, nil
 }
 
 func defaultConsul() string {
@@ -300,7 +322,10 @@ func (b *bench) measure(w wrapper, first bool) {
 	step("footprint", fmt.Sprintf("footprint with --port, %s idle", b.cfg.Idle), func() { b.footprint(w, true) })
 	step("footprint", fmt.Sprintf("footprint without --port, %s idle", b.cfg.Idle), func() { b.footprint(w, false) })
 	for _, n := range b.cfg.Scale {
-		step("scale", fmt.Sprintf("scale N=%d", n), func() { b.scale(w, n) })
+		step("scale", fmt.Sprintf("scale N=%d", n), func() { b.scale(w, n, 0) })
+	}
+	for _, n := range b.cfg.Hogged {
+		step("scale", fmt.Sprintf("scale N=%d, %d busy loops", n, b.cfg.Hogs), func() { b.scale(w, n, b.cfg.Hogs) })
 	}
 }
 

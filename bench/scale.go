@@ -37,8 +37,17 @@ const (
 // -vv (warnings, errors, NOTICE and EVENT lines: five or so per wrapper's
 // start and stop when all is well) and their output goes to one log, whose
 // lines are counted (-keep keeps it).
-func (b *bench) scale(w wrapper, n int) {
+//
+// With hogs > 0, that many busy loops compete for the cores from the first
+// fork until every wrapper has exited: a host that boots or shuts down with
+// its CPUs taken, where the agent and the wrappers wait for their turn. That
+// is where the start storm's flaps and the mass stop's leftovers came from
+// in runs on an idle host only now and then (BENCHMARKS.md, section 9).
+func (b *bench) scale(w wrapper, n, hogs int) {
 	g := fmt.Sprintf("scale: %d wrappers of `sleep` on one dev agent", n)
+	if hogs > 0 {
+		g += fmt.Sprintf(", %d busy loops on the cores", hogs)
+	}
 	fig := func(name, unit string, t *target) *figure { return b.figure(g, name, w, unit, t, "") }
 	var (
 		spawn      = fig("time to fork/exec all wrappers", "s", nil)
@@ -55,7 +64,8 @@ func (b *bench) scale(w wrapper, n int) {
 		allGone    = fig("mass SIGTERM → all gone from the agent", "s", nil)
 		allExited  = fig("mass SIGTERM → all wrappers exited", "s", nil)
 		logLines   = fig("lines the wrappers logged at -vv", "count", nil)
-		figs       = []*figure{spawn, allPass, flaps, agentIdle, agentRamp, agentHold, agentRSS0, agentRSS, wrapRSS, wrapPSS, wrapCPU, allGone, allExited, logLines}
+		refusals   = fig("log lines quoting the agent's refusal (429)", "count", nil)
+		figs       = []*figure{spawn, allPass, flaps, agentIdle, agentRamp, agentHold, agentRSS0, agentRSS, wrapRSS, wrapPSS, wrapCPU, allGone, allExited, logLines, refusals}
 		percentOne = func(sec float64, d time.Duration) float64 { return 100 * sec / d.Seconds() }
 	)
 	agentIdle.Note = "% of one core; the harness's own sampling of the agent is included"
@@ -118,6 +128,14 @@ func (b *bench) scale(w wrapper, n int) {
 			}
 		}
 	}()
+	for range hogs {
+		p, err := b.procs.start([]string{"sh", "-c", "while :; do :; done"}, startOpts{})
+		if err != nil {
+			fail(spawn, fmt.Errorf("busy loop: %w", err))
+			return
+		}
+		defer func() { _ = syscall.Kill(-p.pid(), syscall.SIGKILL); _ = p.waitExit(5 * time.Second) }()
+	}
 	cr0, _ := readCPU(apid)
 	t0 := time.Now()
 	for i := range n {
@@ -227,11 +245,13 @@ func (b *bench) scale(w wrapper, n int) {
 	if len(flapped) > 0 {
 		flaps.Note += "; first: " + strings.Join(flapped[:min(3, len(flapped))], "; ")
 	}
-	lines, first := countLines(logPath)
+	lines, first, refused := countLines(logPath)
 	logLines.add(float64(lines))
 	if lines > 0 {
 		logLines.Note = "first: " + strings.Join(first, " | ")
 	}
+	refusals.add(float64(refused))
+	refusals.Note = "\"" + agentRefusal + "\": a request the agent turned away at its connection limit, as far as the wrapper logs it (svcwrap at -vv: the first of each run of failures)"
 }
 
 // pause waits d as a measurement window; false if the run was cancelled.
@@ -464,24 +484,29 @@ func waitAllGone(ctx context.Context, a *agent, prefix string, timeout time.Dura
 // different wrappers count as one in the summary.
 var logTime = regexp.MustCompile(`time=\S+ |\d{4}-\d\d-\d\d[T ][\d:.]+Z? ?|pid=\d+ ?`)
 
-// countLines counts the lines of a log and returns the first three distinct
-// messages, timestamps removed.
-func countLines(path string) (int, []string) {
+// agentRefusal is what a Consul agent answers, with HTTP 429, to a request
+// beyond limits.http_max_conns_per_client.
+const agentRefusal = "too many concurrent connections"
+
+// countLines counts the lines of a log and those that quote agentRefusal,
+// and returns the first three distinct messages, timestamps removed.
+func countLines(path string) (n int, first []string, refused int) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, nil
+		return 0, nil, 0
 	}
 	defer f.Close()
-	n := 0
-	var first []string
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		n++
+		if strings.Contains(sc.Text(), agentRefusal) {
+			refused++
+		}
 		msg := logTime.ReplaceAllString(sc.Text(), "")
 		if len(first) < 3 && !slices.Contains(first, msg) {
 			first = append(first, msg)
 		}
 	}
-	return n, first
+	return n, first, refused
 }
