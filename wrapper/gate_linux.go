@@ -27,19 +27,28 @@ import (
 // lock queue, at no cost to anyone, and the heartbeats have slots of their
 // own that registrations cannot take.
 //
-// A slot is an flock on one of gateSlots files per pool, in the host lock's
+// A slot is an flock on one of the pool's files, in the host lock's
 // directory; the kernel releases it when svcwrap dies, however it dies.
 // Where no lock can be taken, requests go ungated, as before.
 
-// gateSlots is the number of requests of each pool (heartbeats; all the
-// others) the svcwraps of a host have under way to one agent at most: 128
-// together, leaving the rest of the agent's 200 to its other clients. More
-// would not make the herd faster: the agent does one catalog sync at a time.
-const gateSlots = 64
+// The number of requests of each pool the svcwraps of a host have under way
+// to one agent at most: 160 together, leaving the rest of the agent's 200 to
+// its other clients on the host. The heartbeats' pool holds the burst that
+// the heartbeat grid (beatSlot) sends a thousand idle wrappers' heartbeats
+// in, about 80, so that an idle host's heartbeats never wait for a slot:
+// with 64, the burst's tail waited in flock every half second and the
+// wrappers' CPU, summed, was 5.7-6.6 s a minute instead of 3.8-4.1
+// (BENCHMARKS.md, section 9). More registrations at once would not make a
+// host's start faster: the agent does one catalog sync at a time.
+const (
+	gateBeats = 96
+	gateCalls = 64
+)
 
 // gate is one pool of slots for one agent.
 type gate struct {
 	dir, agent, pool string
+	slots            int
 }
 
 // slot is the path of the pool's k-th slot file: a host-lock path under a
@@ -53,9 +62,9 @@ func (g gate) slot(k int) string {
 // lock directory, a file it may not open) lets the request through.
 func (g gate) enter(ctx context.Context) (leave func(), err error) {
 	pass := func() {}
-	first := rand.IntN(gateSlots)
-	for k := range gateSlots {
-		f, err := openLock(g.dir, g.slot((first+k)%gateSlots))
+	first := rand.IntN(g.slots)
+	for k := range g.slots {
+		f, err := openLock(g.dir, g.slot((first+k)%g.slots))
 		if err != nil {
 			return pass, nil
 		}
@@ -131,8 +140,8 @@ func gateRegistry(cfg Config, reg Registry) Registry {
 	g := &gated{Registry: reg, timeout: cfg.ConsulTimeout}
 	for i := range reg.Agents() {
 		addr := reg.Addr(i)
-		g.beats = append(g.beats, gate{cfg.LockDir, addr, "beat"})
-		g.calls = append(g.calls, gate{cfg.LockDir, addr, "call"})
+		g.beats = append(g.beats, gate{cfg.LockDir, addr, "beat", gateBeats})
+		g.calls = append(g.calls, gate{cfg.LockDir, addr, "call", gateCalls})
 	}
 	return g
 }
@@ -153,7 +162,7 @@ func (r *gated) through(ctx context.Context, g gate, op string, call func() erro
 		e := &consulclient.AgentError{Op: op, Agent: g.agent, Err: err}
 		if ctx.Err() == nil {
 			e.Kind = consulclient.ErrRefused
-			e.Err = fmt.Errorf("the host's requests to the agent are at their limit (%d): %w", gateSlots, err)
+			e.Err = fmt.Errorf("the host's requests to the agent are at their limit (%d %ss): %w", g.slots, g.pool, err)
 		}
 		return e
 	}
