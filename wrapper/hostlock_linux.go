@@ -81,22 +81,15 @@ func lockHost(cfg Config, agent string) (release func(), err error) {
 		return noLock, nil
 	}
 	path := lockPath(cfg.LockDir, agent, cfg.ID)
-	f, err := openLock(cfg.LockDir, path)
-	if err == nil {
-		err = flock(f)
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			by := ""
-			if pid := lockHolder(f); pid > 0 {
-				by = fmt.Sprintf(", pid %d", pid)
-			}
-			f.Close()
-			return nil, fmt.Errorf("%w on this host: service %q on agent %s%s (lock %s)",
-				ErrIDInUse, cfg.ID, agent, by, path)
+	f, err := lockFile(cfg.LockDir, path)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		by := ""
+		if pid := lockHolder(f); pid > 0 {
+			by = fmt.Sprintf(", pid %d", pid)
 		}
-		if err != nil {
-			f.Close()
-			err = fmt.Errorf("flock %s: %w", path, err)
-		}
+		f.Close()
+		return nil, fmt.Errorf("%w on this host: service %q on agent %s%s (lock %s)",
+			ErrIDInUse, cfg.ID, agent, by, path)
 	}
 	if err != nil {
 		cfg.Logger.Log(context.Background(), LevelNotice,
@@ -104,7 +97,53 @@ func lockHost(cfg Config, agent string) (release func(), err error) {
 			"service", cfg.ID, "error", err)
 		return noLock, nil
 	}
-	return func() { f.Close() }, nil
+	// The file goes with the lock, so that the directory holds a file per
+	// service ID that runs, not one per ID that ever ran. It is removed while
+	// still locked: an svcwrap that opened it before and locks it after
+	// finds it gone (lockFile) and takes a new one. Another user's file
+	// cannot be removed from the sticky directory, and stays.
+	return func() {
+		_ = os.Remove(path)
+		f.Close()
+	}, nil
+}
+
+// lockFile opens the lock file at path and takes its flock without waiting.
+// A lock refused because another process holds it is returned with the
+// file, wrapping syscall.EWOULDBLOCK. A lock taken on a file that was
+// removed meanwhile (its holder released it between this open and this
+// flock) guards nothing: the next svcwrap creates and locks a new file at
+// path. So the lock counts only if path still names the file locked;
+// otherwise it is taken again on whatever path names now.
+func lockFile(dir, path string) (*os.File, error) {
+	for range 100 {
+		f, err := openLock(dir, path)
+		if err != nil {
+			return nil, err
+		}
+		if err := flock(f); err != nil {
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return f, err
+			}
+			f.Close()
+			return nil, fmt.Errorf("flock %s: %w", path, err)
+		}
+		if stillAt(f, path) {
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, fmt.Errorf("lock %s: removed again after every flock", path)
+}
+
+// stillAt reports whether path names the file f has open.
+func stillAt(f *os.File, path string) bool {
+	held, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	now, err := os.Lstat(path)
+	return err == nil && os.SameFile(held, now)
 }
 
 // openLock opens the lock file at path, creating it and its directory dir as

@@ -3,13 +3,16 @@ package wrapper
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -70,6 +73,79 @@ func TestHostLock(t *testing.T) {
 		require.NoError(t, err, "free once released")
 		again()
 		assert.Empty(t, logs.lines(), "a lock taken or refused logs nothing")
+	})
+
+	t.Run("released-lock-removes-its-file", func(t *testing.T) {
+		// A file per ID that ever ran would pile up in the directory:
+		// tests and benchmarks left 112,000 in this machine's /run/svcwrap.
+		cfg, _ := lockConfig(t, t.TempDir(), "web")
+		release, err := lockHost(cfg, testAgent)
+		require.NoError(t, err)
+		path := lockPath(cfg.LockDir, testAgent, "web")
+		require.FileExists(t, path)
+		release()
+		assert.NoFileExists(t, path)
+	})
+
+	t.Run("lock-on-a-removed-file-does-not-count", func(t *testing.T) {
+		// The race the removal opens: B opens the file, A releases it
+		// (removes and unlocks), B's flock then succeeds on a file no
+		// longer at the path, where C creates and locks a new one.
+		cfg, _ := lockConfig(t, t.TempDir(), "web")
+		path := lockPath(cfg.LockDir, testAgent, "web")
+		a, err := lockHost(cfg, testAgent)
+		require.NoError(t, err)
+		b, err := openLock(cfg.LockDir, path)
+		require.NoError(t, err)
+		defer b.Close()
+		a()
+		require.NoError(t, flock(b), "the removed file's flock is free")
+		assert.False(t, stillAt(b, path), "a lock on a removed file must not count")
+
+		c, err := lockHost(cfg, testAgent)
+		require.NoError(t, err, "B's lock on the removed file keeps nobody out")
+		f, err := os.Open(path)
+		require.NoError(t, err)
+		defer f.Close()
+		assert.True(t, stillAt(f, path))
+		assert.False(t, stillAt(b, path))
+		c()
+	})
+
+	t.Run("never-two-holders-while-locks-come-and-go", func(t *testing.T) {
+		// Four would-be holders take and release the lock of one ID as
+		// fast as they can: with the file removed at each release, a lock
+		// taken on a removed file would let two hold at once.
+		cfg, _ := lockConfig(t, t.TempDir(), "web")
+		var holders, most atomic.Int32
+		var taken atomic.Int64
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 300 {
+					release, err := lockHost(cfg, testAgent)
+					if errors.Is(err, ErrIDInUse) {
+						continue
+					}
+					if !assert.NoError(t, err) {
+						return
+					}
+					n := holders.Add(1)
+					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+					}
+					taken.Add(1)
+					runtime.Gosched()
+					holders.Add(-1)
+					release()
+				}
+			}()
+		}
+		wg.Wait()
+		assert.EqualValues(t, 1, most.Load(), "holders at once, at most")
+		assert.Positive(t, taken.Load())
+		assert.NoFileExists(t, lockPath(cfg.LockDir, testAgent, "web"), "the last release removed it")
 	})
 
 	t.Run("different-keys-do-not-conflict", func(t *testing.T) {
