@@ -206,8 +206,9 @@ func defaultConsul() string {
 
 // wrapper is one wrapper under test.
 type wrapper struct {
-	name string   // as given to -wrapper, for the tables
-	argv []string // the command prefix
+	name  string   // as given to -wrapper, for the tables
+	argv  []string // the command prefix
+	index int      // its place among the -wrapper flags: a wrapper given twice is measured twice, each with its own IDs and logs
 }
 
 // bench is one run of the harness.
@@ -252,7 +253,7 @@ func run(ctx context.Context, cfg config, ps *procs, stdout, stderr io.Writer) (
 		if _, err := exec.LookPath(argv[0]); err != nil {
 			return nil, fmt.Errorf("wrapper %q: %w (build it: make build)", spec, err)
 		}
-		b.wrappers = append(b.wrappers, wrapper{name: spec, argv: argv})
+		b.wrappers = append(b.wrappers, wrapper{name: spec, argv: argv, index: len(b.wrappers)})
 	}
 	if _, err := os.Stat(cfg.Consul); err != nil {
 		return nil, fmt.Errorf("consul agent: %w (build it: make consul)", err)
@@ -352,16 +353,7 @@ func (b *bench) figure(group, name string, w wrapper, unit string, t *target, no
 // id is a service ID unique to the wrapper, scenario and run, so that no run
 // sees what an earlier one left.
 func (b *bench) id(w wrapper, scenario string, run int) string {
-	return fmt.Sprintf("svcbench-w%d-%s-%d", b.wrapperIndex(w), scenario, run)
-}
-
-func (b *bench) wrapperIndex(w wrapper) int {
-	for i, x := range b.wrappers {
-		if x.name == w.name {
-			return i
-		}
-	}
-	return 0
+	return fmt.Sprintf("svcbench-w%d-%s-%d", w.index, scenario, run)
 }
 
 func (b *bench) progress(format string, args ...any) {

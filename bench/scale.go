@@ -74,7 +74,11 @@ func (b *bench) scale(w wrapper, n, hogs int) {
 		b.progress("  %s: %v", f.Name, err)
 	}
 
-	a, err := startAgent(b.procs, b.cfg.Consul, b.dir, fmt.Sprintf("svcbench-scale-%d-%d", b.wrapperIndex(w), n), b.cfg.AgentHCL, b.cfg.Poll)
+	run := fmt.Sprintf("%d-%d", w.index, n) // names this run's agent and log
+	if hogs > 0 {
+		run += "-hogged"
+	}
+	a, err := startAgent(b.procs, b.cfg.Consul, b.dir, "svcbench-scale-"+run, b.cfg.AgentHCL, b.cfg.Poll)
 	if err != nil {
 		for _, f := range figs {
 			f.Error = err.Error()
@@ -99,7 +103,7 @@ func (b *bench) scale(w wrapper, n, hogs int) {
 	agentIdle.add(percentOne(tickSec, idle))
 	agentRSS0.add(mb(m0.rss))
 
-	logPath := filepath.Join(b.dir, fmt.Sprintf("scale-%d-%d.log", b.wrapperIndex(w), n))
+	logPath := filepath.Join(b.dir, "scale-"+run+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		fail(spawn, err)
@@ -109,7 +113,7 @@ func (b *bench) scale(w wrapper, n, hogs int) {
 
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
-	prefix := fmt.Sprintf("svcbench-w%d-scale-", b.wrapperIndex(w))
+	prefix := fmt.Sprintf("svcbench-w%d-scale-", w.index)
 	watch := newCheckWatch(prefix, n)
 	var watchers sync.WaitGroup
 	watchers.Add(2)
