@@ -48,38 +48,56 @@ const (
 // gate is one pool of slots for one agent.
 type gate struct {
 	dir, agent, pool string
-	slots            int
+	paths            []string // of the slot files, made once: a heartbeat may try many
+	strides          []int    // the steps that visit every slot, for a random order
 }
 
-// slot is the path of the pool's k-th slot file: a host-lock path under a
-// name no service ID can have (IDs contain no NUL).
-func (g gate) slot(k int) string {
-	return lockPath(g.dir, g.agent, "\x00gate "+g.pool+" "+strconv.Itoa(k))
+// newGate is the pool of slots slot files for agent in dir. A slot's file is
+// a host-lock path under a name no service ID can have (IDs contain no NUL).
+func newGate(dir, agent, pool string, slots int) *gate {
+	g := &gate{dir: dir, agent: agent, pool: pool}
+	for k := range slots {
+		g.paths = append(g.paths, lockPath(dir, agent, "\x00gate "+pool+" "+strconv.Itoa(k)))
+		if gcd(k+1, slots) == 1 {
+			g.strides = append(g.strides, k+1)
+		}
+	}
+	return g
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // enter takes a slot of the pool, waiting until ctx ends for one to free,
 // and returns the function that gives it back. A gate it cannot use (no
 // lock directory, a file it may not open) lets the request through.
-func (g gate) enter(ctx context.Context) (leave func(), err error) {
+//
+// The slots are tried in a random order (a random start and step), each
+// with an open, a non-blocking flock and, when taken, a close: the
+// heartbeats of a host's wrappers come in bursts (beatSlot), and in a
+// random order a try finds a free slot as often as slots are free, where
+// trying them one after the other from a random start ran along the runs
+// of slots the burst had taken, tens of tries each.
+func (g *gate) enter(ctx context.Context) (leave func(), err error) {
 	pass := func() {}
-	first := rand.IntN(g.slots)
-	for k := range g.slots {
-		f, err := openLock(g.dir, g.slot((first+k)%g.slots))
-		if err != nil {
-			return pass, nil
-		}
-		switch err := flock(f); {
+	n := len(g.paths)
+	first, step := rand.IntN(n), g.strides[rand.IntN(len(g.strides))]
+	for k := range n {
+		fd, err := g.try((first + k*step) % n)
+		switch {
 		case err == nil:
-			return func() { f.Close() }, nil
+			return func() { syscall.Close(fd) }, nil
 		case !errors.Is(err, syscall.EWOULDBLOCK):
-			f.Close()
 			return pass, nil
 		}
-		f.Close()
 	}
 	// All taken: wait for one, the one this try began with (a random one,
 	// so that the waiters spread over the slots).
-	f, err := openLock(g.dir, g.slot(first))
+	f, err := openLock(g.dir, g.paths[first])
 	if err != nil {
 		return pass, nil
 	}
@@ -98,6 +116,38 @@ func (g gate) enter(ctx context.Context) (leave func(), err error) {
 		f.Close()
 		return nil, ctx.Err()
 	}
+}
+
+// try takes slot k without waiting and returns the descriptor that holds
+// it; syscall.EWOULDBLOCK when another request holds it. It works on the
+// descriptor, not an *os.File: a burst's tries are many, and each would
+// leave a File and its finalizer to the garbage collector. A slot file
+// that does not exist yet is made by openLock, with the directory.
+func (g *gate) try(k int) (int, error) {
+	const flags = syscall.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	fd, err := syscall.Open(g.paths[k], flags, 0)
+	if err == syscall.ENOENT {
+		f, oerr := openLock(g.dir, g.paths[k])
+		if oerr != nil {
+			return -1, oerr
+		}
+		f.Close()
+		fd, err = syscall.Open(g.paths[k], flags, 0)
+	}
+	if err != nil {
+		return -1, err
+	}
+	for {
+		err = syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // flockWait takes an exclusive lock on f, waiting for it.
@@ -129,7 +179,7 @@ func flockWait(f *os.File) error {
 // and is retried as one.
 type gated struct {
 	Registry
-	beats, calls []gate
+	beats, calls []*gate
 	timeout      time.Duration
 }
 
@@ -140,14 +190,14 @@ func gateRegistry(cfg Config, reg Registry) Registry {
 	g := &gated{Registry: reg, timeout: cfg.ConsulTimeout}
 	for i := range reg.Agents() {
 		addr := reg.Addr(i)
-		g.beats = append(g.beats, gate{cfg.LockDir, addr, "beat", gateBeats})
-		g.calls = append(g.calls, gate{cfg.LockDir, addr, "call", gateCalls})
+		g.beats = append(g.beats, newGate(cfg.LockDir, addr, "beat", gateBeats))
+		g.calls = append(g.calls, newGate(cfg.LockDir, addr, "call", gateCalls))
 	}
 	return g
 }
 
 // through makes call once a slot of g is taken.
-func (r *gated) through(ctx context.Context, g gate, op string, call func() error) error {
+func (r *gated) through(ctx context.Context, g *gate, op string, call func() error) error {
 	if g.agent == "" {
 		return call()
 	}
@@ -162,7 +212,7 @@ func (r *gated) through(ctx context.Context, g gate, op string, call func() erro
 		e := &consulclient.AgentError{Op: op, Agent: g.agent, Err: err}
 		if ctx.Err() == nil {
 			e.Kind = consulclient.ErrRefused
-			e.Err = fmt.Errorf("the host's requests to the agent are at their limit (%d %ss): %w", g.slots, g.pool, err)
+			e.Err = fmt.Errorf("the host's requests to the agent are at their limit (%d %ss): %w", len(g.paths), g.pool, err)
 		}
 		return e
 	}

@@ -12,10 +12,10 @@ import (
 )
 
 // fill takes every slot of g and returns the function that gives them back.
-func fill(t *testing.T, g gate) func() {
+func fill(t *testing.T, g *gate) func() {
 	t.Helper()
 	var leaves []func()
-	for range g.slots {
+	for range len(g.paths) {
 		leave, err := g.enter(t.Context())
 		require.NoError(t, err)
 		leaves = append(leaves, leave)
@@ -27,12 +27,12 @@ func fill(t *testing.T, g gate) func() {
 	}
 }
 
-// A gate lets g.slots requests through at once; the next waits until one
+// A gate lets len(g.paths) requests through at once; the next waits until one
 // of them is done, or until its context ends.
 func TestGate_WaitsForAFreeSlot(t *testing.T) {
-	g := gate{t.TempDir(), "127.0.0.1:8500", "call", gateCalls}
+	g := newGate(t.TempDir(), "127.0.0.1:8500", "call", gateCalls)
 	var leaves []func()
-	for range g.slots {
+	for range len(g.paths) {
 		leave, err := g.enter(t.Context())
 		require.NoError(t, err)
 		leaves = append(leaves, leave)
@@ -63,7 +63,7 @@ func TestGate_WaitsForAFreeSlot(t *testing.T) {
 // The slot a waiter gave up on is given back once the waiter's flock gets
 // it: the pool is whole again afterwards.
 func TestGate_AbandonedWaitGivesTheSlotBack(t *testing.T) {
-	g := gate{t.TempDir(), "127.0.0.1:8500", "call", gateCalls}
+	g := newGate(t.TempDir(), "127.0.0.1:8500", "call", gateCalls)
 	release := fill(t, g)
 	short, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
 	defer cancel()
@@ -74,7 +74,7 @@ func TestGate_AbandonedWaitGivesTheSlotBack(t *testing.T) {
 	for {
 		free := 0
 		var leaves []func()
-		for range g.slots {
+		for range len(g.paths) {
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Millisecond)
 			leave, err := g.enter(ctx)
 			cancel()
@@ -86,10 +86,10 @@ func TestGate_AbandonedWaitGivesTheSlotBack(t *testing.T) {
 		for _, leave := range leaves {
 			leave()
 		}
-		if free == g.slots {
+		if free == len(g.paths) {
 			return
 		}
-		require.True(t, time.Now().Before(deadline), "only %d of %d slots free again", free, g.slots)
+		require.True(t, time.Now().Before(deadline), "only %d of %d slots free again", free, len(g.paths))
 	}
 }
 
@@ -101,7 +101,7 @@ func TestGated_HeartbeatsHaveTheirOwnSlots(t *testing.T) {
 	reg := &countingRegistry{}
 	cfg := Config{LockDir: t.TempDir(), ConsulTimeout: 50 * time.Millisecond}
 	g := gateRegistry(cfg, reg)
-	release := fill(t, gate{cfg.LockDir, reg.Addr(0), "call", gateCalls})
+	release := fill(t, newGate(cfg.LockDir, reg.Addr(0), "call", gateCalls))
 	defer release()
 
 	require.NoError(t, g.SetStatus(t.Context(), 0, "web", "passing", ""))
