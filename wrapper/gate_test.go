@@ -2,6 +2,8 @@ package wrapper
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -136,4 +138,20 @@ func (r *countingRegistry) Holder(context.Context, int, string) (*consulclient.H
 }
 func (r *countingRegistry) NodeAddress(context.Context, int) (string, error) {
 	return "127.0.0.1", r.count()
+}
+
+// A gate that cannot be used (its directory cannot be made) lets every
+// request through, as the host lock does: the service must not suffer for
+// it.
+func TestGate_UnusableDirectoryLetsRequestsThrough(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	g := newGate(filepath.Join(file, "svcwrap"), "127.0.0.1:8500", "call", 2)
+	for range 5 { // more than its slots, all held at once
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		leave, err := g.enter(ctx)
+		cancel()
+		require.NoError(t, err)
+		defer leave()
+	}
 }
