@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,8 +49,9 @@ const (
 // gate is one pool of slots for one agent.
 type gate struct {
 	dir, agent, pool string
-	paths            []string // of the slot files, made once: a heartbeat may try many
-	strides          []int    // the steps that visit every slot, for a random order
+	paths            []string    // of the slot files, made once: a heartbeat may try many
+	strides          []int       // the steps that visit every slot, for a random order
+	blocked          atomic.Bool // a wait of this process is blocked in flock (see enter)
 }
 
 // newGate is the pool of slots slot files for agent in dir. A slot's file is
@@ -84,25 +86,32 @@ func gcd(a, b int) int {
 // of slots the burst had taken, tens of tries each.
 func (g *gate) enter(ctx context.Context) (leave func(), err error) {
 	pass := func() {}
-	n := len(g.paths)
-	first, step := rand.IntN(n), g.strides[rand.IntN(len(g.strides))]
-	for k := range n {
-		fd, err := g.try((first + k*step) % n)
-		switch {
-		case err == nil:
-			return func() { syscall.Close(fd) }, nil
-		case !errors.Is(err, syscall.EWOULDBLOCK):
-			return pass, nil
-		}
+	leave, first := g.tryAll()
+	if leave != nil {
+		return leave, nil
 	}
 	// All taken: wait for one, the one this try began with (a random one,
-	// so that the waiters spread over the slots).
+	// so that the waiters of the host spread over the slots), in the
+	// kernel's queue. A blocked flock cannot be called off: a wait given
+	// up on keeps its thread and descriptor until it gets the slot, then
+	// gives it back at once. Its slot's holder could be stopped (SIGSTOP)
+	// mid-request and hold it for good, so a process keeps at most one
+	// such wait per pool; while it lasts, another waiter of the process
+	// tries the slots again and again instead.
+	if !g.blocked.CompareAndSwap(false, true) {
+		return g.poll(ctx)
+	}
 	f, err := openLock(g.dir, g.paths[first])
 	if err != nil {
+		g.blocked.Store(false)
 		return pass, nil
 	}
 	got := make(chan error, 1)
-	go func() { got <- flockWait(f) }()
+	go func() {
+		err := flockWait(f)
+		g.blocked.Store(false)
+		got <- err
+	}()
 	select {
 	case err := <-got:
 		if err != nil {
@@ -118,13 +127,55 @@ func (g *gate) enter(ctx context.Context) (leave func(), err error) {
 	}
 }
 
+// poll waits for a slot by trying them all, after a pause that grows from
+// pollFirst to pollMax (with jitter), until one is free or ctx ends.
+func (g *gate) poll(ctx context.Context) (leave func(), err error) {
+	t := time.NewTimer(jitter(pollFirst))
+	defer t.Stop()
+	for wait := pollFirst; ; wait = min(2*wait, pollMax) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		if leave, _ := g.tryAll(); leave != nil {
+			return leave, nil
+		}
+		t.Reset(jitter(wait))
+	}
+}
+
+// tryAll tries every slot once, in a random order (a random start and
+// step), and returns the function that gives back the one it took, nil if
+// all are taken, or one that gives back nothing if the gate cannot be used;
+// first is the slot it began with.
+func (g *gate) tryAll() (leave func(), first int) {
+	n := len(g.paths)
+	first, step := rand.IntN(n), g.strides[rand.IntN(len(g.strides))]
+	for k := range n {
+		fd, err := g.try((first + k*step) % n)
+		switch {
+		case err == nil:
+			return func() { syscall.Close(fd) }, first
+		case !errors.Is(err, syscall.EWOULDBLOCK):
+			return func() {}, first
+		}
+	}
+	return nil, first
+}
+
+const (
+	pollFirst = 5 * time.Millisecond
+	pollMax   = 100 * time.Millisecond
+)
+
 // try takes slot k without waiting and returns the descriptor that holds
 // it; syscall.EWOULDBLOCK when another request holds it. It works on the
 // descriptor, not an *os.File: a burst's tries are many, and each would
 // leave a File and its finalizer to the garbage collector. A slot file
 // that does not exist yet is made by openLock, with the directory.
 func (g *gate) try(k int) (int, error) {
-	const flags = syscall.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	const flags = lockOpenFlags | syscall.O_CLOEXEC
 	fd, err := syscall.Open(g.paths[k], flags, 0)
 	if err == syscall.ENOENT {
 		f, oerr := openLock(g.dir, g.paths[k])
@@ -136,6 +187,11 @@ func (g *gate) try(k int) (int, error) {
 	}
 	if err != nil {
 		return -1, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("%s: not a regular file", g.paths[k])
 	}
 	for {
 		err = syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)

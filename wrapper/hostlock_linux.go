@@ -158,13 +158,15 @@ func openLock(dir, path string) (*os.File, error) {
 	if err := makeLockDir(dir); err != nil {
 		return nil, err
 	}
-	const flags = os.O_RDONLY | syscall.O_NOFOLLOW
 	for range 3 {
-		f, err := os.OpenFile(path, flags, 0)
+		f, err := os.OpenFile(path, lockOpenFlags, 0)
 		if !errors.Is(err, fs.ErrNotExist) {
+			if err == nil {
+				err = regularFile(f)
+			}
 			return f, err
 		}
-		f, err = os.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o644)
+		f, err = os.OpenFile(path, lockOpenFlags|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
 			continue // created meanwhile by another svcwrap: open that one
 		}
@@ -179,6 +181,25 @@ func openLock(dir, path string) (*os.File, error) {
 		return f, nil
 	}
 	return nil, fmt.Errorf("open %s: created and removed again repeatedly", path)
+}
+
+// lockOpenFlags open a lock or slot file. O_NONBLOCK, because the directory
+// is writable by all: a FIFO planted at a lock's path would block a
+// read-only open until a writer came, and hang a heartbeat or a stop
+// forever. On a regular file it changes nothing.
+const lockOpenFlags = os.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
+
+// regularFile closes f and says so unless it is a regular file: a FIFO or
+// device someone planted at a lock's path is no lock.
+func regularFile(f *os.File) error {
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file (%s)", f.Name(), fi.Mode().Type())
+	}
+	if err != nil {
+		f.Close()
+	}
+	return err
 }
 
 // makeLockDir creates dir, sticky and writable by all, unless it exists.

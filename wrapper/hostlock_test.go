@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -291,4 +292,29 @@ func TestFlockHolder(t *testing.T) {
 	assert.Equal(t, 200, holder(dev(0xfd, 1), 4243))
 	assert.Zero(t, holder(dev(0xfd, 1), 4242), "a POSIX lock is not an flock")
 	assert.Zero(t, holder(dev(0xfd, 1), 1), "no such file")
+}
+
+// A FIFO planted at the lock's path (the directory is writable by all)
+// must not hang svcwrap's start: it is no lock, and svcwrap says so and
+// runs without one.
+func TestHostLock_PlantedFIFO(t *testing.T) {
+	cfg, logs := lockConfig(t, t.TempDir(), "web")
+	require.NoError(t, syscall.Mkfifo(lockPath(cfg.LockDir, testAgent, "web"), 0o666))
+	done := make(chan error, 1)
+	go func() {
+		release, err := lockHost(cfg, testAgent)
+		if err == nil {
+			release()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a FIFO at the lock's path hung lockHost")
+	}
+	require.Len(t, logs.lines(), 1)
+	assert.Contains(t, logs.lines()[0], "not atomic")
+	assert.Contains(t, logs.lines()[0], "not a regular file")
 }
