@@ -369,15 +369,18 @@ func (cfg Config) nextBeat(took time.Duration, fresh bool) time.Duration {
 	if fresh {
 		every = min(every, cfg.TTL/3)
 	}
-	if spare := cfg.TTL - 2*took - nextBeatSlack; spare < every {
-		every = max(spare, cfg.TTL/10)
+	slack := min(nextBeatSlack, cfg.TTL/10)
+	if spare := cfg.TTL - 2*took - slack; spare < every {
+		every = min(every, max(spare, cfg.TTL/10))
 	}
 	return every
 }
 
 // nextBeatSlack is what nextBeat leaves the TTL beyond twice the last
 // answer's time: enough for the heartbeat grid (beatSlot brings a heartbeat
-// forward, never back) and the request's own way to the agent.
+// forward, never back) and the request's own way to the agent. A short TTL
+// leaves a tenth of itself, as the grid does: a full second would take all
+// of a 1 s TTL, and every heartbeat would come at a tenth of it.
 const nextBeatSlack = time.Second
 
 // beat is the period the syncer's patience is counted in: how long an agent

@@ -39,6 +39,12 @@ func TestNextBeat(t *testing.T) {
 	}
 	short := cfg
 	short.Heartbeat = time.Second
+	shorter := cfg
+	shorter.Heartbeat = 900 * time.Millisecond
+	oneSecond, err := Config{Name: "web", Command: []string{"web"}, TTL: time.Second}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		cfg   Config
@@ -55,6 +61,9 @@ func TestNextBeat(t *testing.T) {
 		{"answered in 4 s", cfg, 4 * time.Second, false, time.Second},
 		{"answered after the TTL", cfg, 12 * time.Second, false, time.Second},
 		{"a short heartbeat, answered in 4 s", short, 4 * time.Second, false, time.Second},
+		{"a heartbeat under a tenth of the TTL, answered in 4.1 s", shorter, 4100 * time.Millisecond, false, 900 * time.Millisecond},
+		{"a 1 s TTL, idle agent", oneSecond, 3 * time.Millisecond, false, 600 * time.Millisecond},
+		{"a 1 s TTL, answered in 300 ms", oneSecond, 300 * time.Millisecond, false, 300 * time.Millisecond},
 	} {
 		got := tc.cfg.nextBeat(tc.took, tc.fresh)
 		assert.Equal(t, tc.want, got, tc.name)
