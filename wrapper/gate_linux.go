@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,9 +48,8 @@ const (
 // gate is one pool of slots for one agent.
 type gate struct {
 	dir, agent, pool string
-	paths            []string    // of the slot files, made once: a heartbeat may try many
-	strides          []int       // the steps that visit every slot, for a random order
-	blocked          atomic.Bool // a wait of this process is blocked in flock (see enter)
+	paths            []string // of the slot files, made once: a heartbeat may try many
+	strides          []int    // the steps that visit every slot, for a random order
 }
 
 // newGate is the pool of slots slot files for agent in dir. A slot's file is
@@ -92,26 +90,19 @@ func (g *gate) enter(ctx context.Context) (leave func(), err error) {
 	}
 	// All taken: wait for one, the one this try began with (a random one,
 	// so that the waiters of the host spread over the slots), in the
-	// kernel's queue. A blocked flock cannot be called off: a wait given
-	// up on keeps its thread and descriptor until it gets the slot, then
-	// gives it back at once. Its slot's holder could be stopped (SIGSTOP)
-	// mid-request and hold it for good, so a process keeps at most one
-	// such wait per pool; while it lasts, another waiter of the process
-	// tries the slots again and again instead.
-	if !g.blocked.CompareAndSwap(false, true) {
-		return g.poll(ctx)
-	}
+	// kernel's queue, at no cost to anyone. A blocked flock cannot be
+	// called off: a wait given up on keeps its thread and descriptor until
+	// it gets the slot, then gives it back at once. (A holder stopped
+	// mid-request, SIGSTOP, would keep those too. Trying the slots again
+	// and again instead was tried, and the herd of a thousand wrappers
+	// doing so took the host's CPU from the agent: BENCHMARKS.md, section
+	// 10.)
 	f, err := openLock(g.dir, g.paths[first])
 	if err != nil {
-		g.blocked.Store(false)
 		return pass, nil
 	}
 	got := make(chan error, 1)
-	go func() {
-		err := flockWait(f)
-		g.blocked.Store(false)
-		got <- err
-	}()
+	go func() { got <- flockWait(f) }()
 	select {
 	case err := <-got:
 		if err != nil {
@@ -124,24 +115,6 @@ func (g *gate) enter(ctx context.Context) (leave func(), err error) {
 		// does when it gets the slot: then it gives it back at once.
 		f.Close()
 		return nil, ctx.Err()
-	}
-}
-
-// poll waits for a slot by trying them all, after a pause that grows from
-// pollFirst to pollMax (with jitter), until one is free or ctx ends.
-func (g *gate) poll(ctx context.Context) (leave func(), err error) {
-	t := time.NewTimer(jitter(pollFirst))
-	defer t.Stop()
-	for wait := pollFirst; ; wait = min(2*wait, pollMax) {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		if leave, _ := g.tryAll(); leave != nil {
-			return leave, nil
-		}
-		t.Reset(jitter(wait))
 	}
 }
 
@@ -163,11 +136,6 @@ func (g *gate) tryAll() (leave func(), first int) {
 	}
 	return nil, first
 }
-
-const (
-	pollFirst = 5 * time.Millisecond
-	pollMax   = 100 * time.Millisecond
-)
 
 // try takes slot k without waiting and returns the descriptor that holds
 // it; syscall.EWOULDBLOCK when another request holds it. It works on the

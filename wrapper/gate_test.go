@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -180,44 +179,4 @@ func TestGate_PlantedFIFOHangsNothing(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a FIFO at a slot's path hung the request")
 	}
-}
-
-// A wait given up on stays blocked in flock until it gets its slot, with a
-// descriptor and a thread; a holder stopped mid-request could make that
-// forever. So a process has at most one such wait per pool: the waits
-// after it try the slots again and again, and leave nothing behind.
-func TestGate_AtMostOneAbandonedWaitPerPool(t *testing.T) {
-	g := newGate(t.TempDir(), "127.0.0.1:8500", "call", 4)
-	release := fill(t, g)
-	for range 5 {
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
-		_, err := g.enter(ctx)
-		cancel()
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-	}
-	assert.Equal(t, len(g.paths)+1, openSlotFiles(t, g), "the held slots and one abandoned wait")
-
-	release()
-	deadline := time.Now().Add(10 * time.Second)
-	for openSlotFiles(t, g) > 0 || g.blocked.Load() {
-		require.True(t, time.Now().Before(deadline), "the abandoned wait did not give its slot back")
-		time.Sleep(10 * time.Millisecond)
-	}
-	leave, err := g.enter(t.Context())
-	require.NoError(t, err, "the pool is whole again")
-	leave()
-}
-
-// openSlotFiles counts this process's descriptors open on g's slot files.
-func openSlotFiles(t *testing.T, g *gate) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	n := 0
-	for _, fd := range fds {
-		if l, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && slices.Contains(g.paths, l) {
-			n++
-		}
-	}
-	return n
 }
