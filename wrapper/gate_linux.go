@@ -161,13 +161,7 @@ func (g *gate) try(k int) (int, error) {
 		syscall.Close(fd)
 		return -1, fmt.Errorf("%s: not a regular file", g.paths[k])
 	}
-	for {
-		err = syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB)
-		if err != syscall.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	if err := flockFD(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		syscall.Close(fd)
 		return -1, err
 	}
@@ -175,25 +169,7 @@ func (g *gate) try(k int) (int, error) {
 }
 
 // flockWait takes an exclusive lock on f, waiting for it.
-func flockWait(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	err = rc.Control(func(fd uintptr) {
-		for {
-			ferr = syscall.Flock(int(fd), syscall.LOCK_EX)
-			if ferr != syscall.EINTR {
-				return
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return ferr
-}
+func flockWait(f *os.File) error { return flockFile(f, syscall.LOCK_EX) }
 
 // gated is a Registry whose requests pass the gates of their agent: the
 // heartbeats (SetStatus) through one pool, everything else through the

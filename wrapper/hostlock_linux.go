@@ -217,24 +217,29 @@ func makeLockDir(dir string) error {
 }
 
 // flock takes an exclusive lock on f without waiting.
-func flock(f *os.File) error {
+func flock(f *os.File) error { return flockFile(f, syscall.LOCK_EX|syscall.LOCK_NB) }
+
+// flockFile applies flock(2) operation how to f's descriptor.
+func flockFile(f *os.File, how int) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var ferr error
-	err = rc.Control(func(fd uintptr) {
-		for {
-			ferr = syscall.Flock(int(fd), syscall.LOCK_EX|syscall.LOCK_NB)
-			if ferr != syscall.EINTR {
-				return
-			}
-		}
-	})
-	if err != nil {
+	if err := rc.Control(func(fd uintptr) { ferr = flockFD(int(fd), how) }); err != nil {
 		return err
 	}
 	return ferr
+}
+
+// flockFD applies flock(2) operation how to fd, again when a signal
+// interrupted it.
+func flockFD(fd, how int) error {
+	for {
+		if err := syscall.Flock(fd, how); err != syscall.EINTR {
+			return err
+		}
+	}
 }
 
 // lockHolder is the PID of the process holding the flock on f's file, read
