@@ -35,11 +35,12 @@ import (
 // to one agent at most: 160 together, leaving the rest of the agent's 200 to
 // its other clients on the host. The heartbeats' pool holds the burst that
 // the heartbeat grid (beatSlot) sends a thousand idle wrappers' heartbeats
-// in, about 80, so that an idle host's heartbeats never wait for a slot:
-// with 64, the burst's tail waited in flock every half second and the
-// wrappers' CPU, summed, was 5.7-6.6 s a minute instead of 3.8-4.1
-// (BENCHMARKS.md, section 9). More registrations at once would not make a
-// host's start faster: the agent does one catalog sync at a time.
+// in, about 80, so that an idle host's heartbeats need not wait for a
+// slot: with 64, the burst's tail waited in flock every half second
+// (BENCHMARKS.md, sections 9 and 10; the gated wrappers' CPU at a thousand
+// is still a little above the ungated, for reasons not found). More
+// registrations at once would not make a host's start faster: the agent
+// does one catalog sync at a time.
 const (
 	gateBeats = 96
 	gateCalls = 64

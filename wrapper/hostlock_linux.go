@@ -161,10 +161,13 @@ func openLock(dir, path string) (*os.File, error) {
 	for range 3 {
 		f, err := os.OpenFile(path, lockOpenFlags, 0)
 		if !errors.Is(err, fs.ErrNotExist) {
-			if err == nil {
-				err = regularFile(f)
+			if err != nil {
+				return nil, err
 			}
-			return f, err
+			if err := regularFile(f); err != nil {
+				return nil, err
+			}
+			return f, nil
 		}
 		f, err = os.OpenFile(path, lockOpenFlags|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) {
