@@ -165,18 +165,27 @@ func TestGate_PlantedFIFOHangsNothing(t *testing.T) {
 	for _, p := range g.paths {
 		require.NoError(t, syscall.Mkfifo(p, 0o666))
 	}
-	entered := make(chan error, 1)
-	go func() {
+	err := returnsWithin(t, "a FIFO at a slot's path hung the request", func() error {
 		leave, err := g.enter(t.Context())
 		if err == nil {
 			leave()
 		}
-		entered <- err
-	}()
+		return err
+	})
+	require.NoError(t, err)
+}
+
+// returnsWithin runs f and returns its error, failing the test with hung
+// if f has not returned within 10 s: a test of a call that must not hang.
+func returnsWithin(t *testing.T, hung string, f func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
 	select {
-	case err := <-entered:
-		require.NoError(t, err)
+	case err := <-done:
+		return err
 	case <-time.After(10 * time.Second):
-		t.Fatal("a FIFO at a slot's path hung the request")
+		t.Fatal(hung)
+		return nil
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -300,20 +299,14 @@ func TestFlockHolder(t *testing.T) {
 func TestHostLock_PlantedFIFO(t *testing.T) {
 	cfg, logs := lockConfig(t, t.TempDir(), "web")
 	require.NoError(t, syscall.Mkfifo(lockPath(cfg.LockDir, testAgent, "web"), 0o666))
-	done := make(chan error, 1)
-	go func() {
+	err := returnsWithin(t, "a FIFO at the lock's path hung lockHost", func() error {
 		release, err := lockHost(cfg, testAgent)
 		if err == nil {
 			release()
 		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("a FIFO at the lock's path hung lockHost")
-	}
+		return err
+	})
+	require.NoError(t, err)
 	require.Len(t, logs.lines(), 1)
 	assert.Contains(t, logs.lines()[0], "not atomic")
 	assert.Contains(t, logs.lines()[0], "not a regular file")
