@@ -145,6 +145,7 @@ type Client struct {
 type agent struct {
 	addr string
 	api  *api.Client
+	beat *beater // nil: heartbeats go through api too
 }
 
 // New builds a client. It sends nothing: an agent that is down at start must not
@@ -184,6 +185,7 @@ func New(cfg Config) (*Client, error) {
 		// No HttpClient of our own: the api client builds one with the TLS
 		// settings. Each request's context carries its deadline instead.
 		tuneTransport(conf.Transport)
+		given := conf.Address // NewClient rewrites a unix:// one
 		client, err := api.NewClient(conf)
 		if err != nil {
 			return nil, fmt.Errorf("consul agent %s: %w", conf.Address, err)
@@ -192,7 +194,7 @@ func New(cfg Config) (*Client, error) {
 		if t, ok := conf.HttpClient.Transport.(*http.Transport); ok {
 			tuneTransport(t)
 		}
-		c.agents = append(c.agents, agent{addr: conf.Address, api: client})
+		c.agents = append(c.agents, agent{addr: conf.Address, api: client, beat: newBeater(conf, given)})
 	}
 	return c, nil
 }
@@ -392,7 +394,13 @@ func (c *Client) Register(ctx context.Context, i int, s Service) error {
 // when the agent does not know the check, and ErrTokenChanged when the agent
 // rejected the token and a new one was read: the caller registers again.
 func (c *Client) SetStatus(ctx context.Context, i int, serviceID, status, output string) error {
+	beat := c.agents[i].beat
 	err := c.do(ctx, i, "heartbeat", false, func(ctx context.Context, a *api.Client, token string) error {
+		if beat != nil {
+			if sent, err := beat.update(ctx, CheckID(serviceID), status, output, token); sent {
+				return err
+			}
+		}
 		return a.Agent().UpdateTTLOpts(CheckID(serviceID), output, status, (&api.QueryOptions{Token: token}).WithContext(ctx))
 	})
 	if err != nil {

@@ -1,0 +1,262 @@
+package consulclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// A heartbeat is the one request svcwrap sends for the life of its command,
+// every few seconds, and through net/http and the api client each one left
+// 11 KiB of garbage in 119 allocations (a transport connection with its
+// buffers and two goroutines, a request, its headers, contexts, a parsed
+// answer). That garbage is what a wrapper's heap and the runtime's
+// metadata grow with over hours, which put an idle wrapper at 9 MiB RSS where
+// it starts at 7.6 (BENCHMARKS.md, section 11). So a heartbeat to a local
+// agent spoken to in plain HTTP is written by hand: the same PUT the api
+// client sends (/v1/agent/check/update/ID with {"Status","Output"} and the
+// token header), on a connection of its own that the agent closes once it
+// has answered, read into a buffer kept between heartbeats. Everything else,
+// and a heartbeat to any other agent (TLS, a proxy, basic auth, a namespace
+// or partition, a path prefix), goes through the api client.
+
+// beatBuffer holds a heartbeat's request and its answer; both are a few
+// hundred bytes. An answer that does not fit is read to its end and cut: a
+// heartbeat only needs the status line and the start of an error's text.
+const beatBuffer = 1 << 10
+
+// beatOverflow is where the rest of an answer too long to keep is read to,
+// and dropped.
+const beatOverflow = 256
+
+// beater sends the heartbeats for one agent.
+type beater struct {
+	network, address string // for net.Dialer: "tcp" host:port, or "unix" path
+	host             string // the Host header
+	url              string // for error messages, as net/http's name the request
+
+	mu     sync.Mutex // one heartbeat at a time uses the buffers; others go the api's way
+	req    []byte
+	answer [beatBuffer + beatOverflow]byte
+	// The body of the last heartbeat, kept as long as its status and output
+	// do not change, which is most of a command's life.
+	status, output string
+	body           []byte
+}
+
+// newBeater returns the hand-written heartbeat for an agent the api client was
+// configured for with conf (after api.NewClient filled it in) and addr (as
+// New was given it), or nil when the heartbeat must go through the api
+// client: anything but plain HTTP to a loopback address or a unix socket, or
+// a configuration that adds to the request.
+func newBeater(conf *api.Config, addr string) *beater {
+	if conf.Scheme != "http" || conf.HttpAuth != nil || conf.Namespace != "" || conf.Partition != "" ||
+		conf.Datacenter != "" || conf.PathPrefix != "" {
+		return nil
+	}
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		return &beater{network: "unix", address: path, host: "localhost", url: "http://localhost"}
+	}
+	host, _, err := net.SplitHostPort(conf.Address)
+	if err != nil {
+		return nil
+	}
+	// Only loopback: net/http would send a request to any other address
+	// through HTTP_PROXY when that is set, and never one to these.
+	if ip, err := netip.ParseAddr(host); (err != nil || !ip.IsLoopback()) && host != "localhost" {
+		return nil
+	}
+	return &beater{network: "tcp", address: conf.Address, host: conf.Address, url: "http://" + conf.Address}
+}
+
+// update sends one heartbeat: checkID to status with output. ok is false
+// when another heartbeat holds the buffers, and nothing was sent. Failures
+// come as the api client reports them, so that classifying them (statusCode,
+// isRefusal) reads both alike: an answer other than 200 as an
+// api.StatusError, anything else as a *url.Error.
+func (b *beater) update(ctx context.Context, checkID, status, output, token string) (ok bool, err error) {
+	switch status {
+	case api.HealthPassing, api.HealthWarning, api.HealthCritical:
+	default:
+		return false, nil // the api client's words for it
+	}
+	if !b.mu.TryLock() {
+		return false, nil
+	}
+	defer b.mu.Unlock()
+	path := "/v1/agent/check/update/" + url.PathEscape(checkID)
+	if err := b.request(path, status, output, token); err != nil {
+		return true, err
+	}
+	n, err := b.exchange(ctx)
+	if err != nil {
+		return true, &url.Error{Op: "Put", URL: b.url + path, Err: cause(ctx, err)}
+	}
+	code, text, err := parseAnswer(b.answer[:n])
+	if err != nil {
+		return true, &url.Error{Op: "Put", URL: b.url + path, Err: err}
+	}
+	if code != 200 {
+		return true, api.StatusError{Code: code, Body: text}
+	}
+	return true, nil
+}
+
+// request writes the heartbeat's request into b.req.
+func (b *beater) request(path, status, output, token string) error {
+	if b.body == nil || status != b.status || output != b.output {
+		body, err := json.Marshal(struct{ Status, Output string }{status, output})
+		if err != nil {
+			return err
+		}
+		b.body, b.status, b.output = body, status, output
+	}
+	r := b.req[:0]
+	r = append(r, "PUT "...)
+	r = append(r, path...)
+	r = append(r, " HTTP/1.1\r\nHost: "...)
+	r = append(r, b.host...)
+	r = append(r, "\r\nUser-Agent: svcwrap\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
+	r = strconv.AppendInt(r, int64(len(b.body)), 10)
+	if token != "" {
+		r = append(r, "\r\nX-Consul-Token: "...)
+		r = append(r, token...)
+	}
+	r = append(r, "\r\n\r\n"...)
+	b.req = append(r, b.body...)
+	return nil
+}
+
+// exchange sends b.req on a new connection and reads the answer into b.answer
+// until the agent closes the connection, within ctx (or DefaultTimeout when
+// ctx has no deadline; the Client's calls always have one). It returns
+// the length of what fitted. The agent counts a connection against its
+// per-client limit until it has closed it, so waiting for that close also
+// keeps the host's gate honest about how many it holds.
+func (b *beater) exchange(ctx context.Context) (int, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(DefaultTimeout))
+		defer cancel()
+		deadline, _ = ctx.Deadline()
+	}
+	var d net.Dialer // the deadline is ctx's
+	conn, err := d.DialContext(ctx, b.network, b.address)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(deadline); err != nil {
+		return 0, err
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
+	_, werr := conn.Write(b.req)
+	// An agent at its connection limit answers 429 as it accepts and closes
+	// without reading: the write may fail, and the answer still be there.
+	n, rerr := readAll(conn, b.answer[:])
+	if n == 0 && werr != nil {
+		return 0, werr
+	}
+	return n, rerr
+}
+
+// cause is err as net/http would report it: the context's error when the
+// context ended, and the deadline, which was the context's (or the
+// default timeout in its place), as context.DeadlineExceeded even when the
+// connection's copy of it ran out a moment before the context's.
+func cause(ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+// readAll reads r to its end into buf, keeping the first beatBuffer bytes and
+// reading the rest into the last beatOverflow bytes of buf, over and over,
+// and returns how much it kept. io.EOF is the end, not an error; an error
+// after a whole answer has come (a reset once the agent has written it) is
+// dropped, since the answer is what counts.
+func readAll(r io.Reader, buf []byte) (int, error) {
+	keep := len(buf) - beatOverflow
+	var n int
+	for {
+		var err error
+		if n < keep {
+			var m int
+			m, err = r.Read(buf[n:keep])
+			n += m
+		} else {
+			_, err = r.Read(buf[keep:])
+		}
+		switch {
+		case err == io.EOF:
+			return n, nil
+		case err != nil && wholeAnswer(buf[:n], n == keep):
+			return n, nil
+		case err != nil:
+			return n, err
+		}
+	}
+}
+
+// wholeAnswer reports whether a holds an answer's head and as much of its body
+// as its Content-Length says, or as fitted (full).
+func wholeAnswer(a []byte, full bool) bool {
+	head, body, ok := bytes.Cut(a, []byte("\r\n\r\n"))
+	if !ok {
+		return false
+	}
+	length := -1
+	for _, line := range bytes.Split(head, []byte("\r\n"))[1:] {
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		if strings.EqualFold(string(name), "Content-Length") {
+			length, _ = strconv.Atoi(strings.TrimSpace(string(value)))
+		}
+	}
+	return length >= 0 && (len(body) >= length || full)
+}
+
+// parseAnswer returns an answer's status code and, for an error, its body as
+// text. Nothing at all is io.EOF, part of a status line io.ErrUnexpectedEOF,
+// as net/http reports them (a connection the agent dropped: isRefusal).
+func parseAnswer(a []byte) (code int, text string, err error) {
+	if len(a) == 0 {
+		return 0, "", io.EOF
+	}
+	line, _, ok := bytes.Cut(a, []byte("\r\n"))
+	if !ok || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
+		return 0, "", io.ErrUnexpectedEOF
+	}
+	_, status, _ := bytes.Cut(line, []byte(" "))
+	if len(status) < 3 {
+		return 0, "", io.ErrUnexpectedEOF
+	}
+	code, err = strconv.Atoi(string(status[:3]))
+	if err != nil || code < 100 {
+		return 0, "", errors.New("malformed HTTP status line " + strconv.Quote(string(line)))
+	}
+	if code == 200 {
+		return code, "", nil
+	}
+	_, body, _ := bytes.Cut(a, []byte("\r\n\r\n"))
+	return code, strings.TrimSpace(string(body)), nil
+}

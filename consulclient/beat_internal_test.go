@@ -1,0 +1,149 @@
+package consulclient
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/svcwrap/svcwrap/internal/consultest"
+)
+
+// The hand-written heartbeat is for a local agent spoken to in plain HTTP with
+// nothing added to the request; every other agent gets the api client's, so
+// that TLS, a proxy, basic auth, a namespace or a partition apply as before.
+// New sends nothing, so the addresses need no agent.
+func TestBeater_OnlyForPlainLocalAgents(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		env  map[string]string
+		hand bool
+	}{
+		{addr: "127.0.0.1:8500", hand: true},
+		{addr: "http://127.0.0.2:18500", hand: true},
+		{addr: "[::1]:8500", hand: true},
+		{addr: "localhost:8500", hand: true},
+		{addr: "unix:///run/consul/http.sock", hand: true},
+		{addr: "", env: map[string]string{"CONSUL_HTTP_ADDR": "127.0.0.1:18500"}, hand: true},
+		{addr: "", env: map[string]string{"CONSUL_HTTP_ADDR": "unix:///run/consul.sock"}, hand: true},
+		{addr: "https://127.0.0.1:8501"},
+		{addr: "127.0.0.1:8500", env: map[string]string{"CONSUL_HTTP_SSL": "true"}},
+		{addr: "unix:///run/consul.sock", env: map[string]string{"CONSUL_HTTP_SSL": "true"}},
+		{addr: "10.0.0.5:8500"},
+		{addr: "consul.example:8500"},
+		{addr: "127.0.0.1:8500", env: map[string]string{"CONSUL_HTTP_AUTH": "user:pass"}},
+		{addr: "127.0.0.1:8500", env: map[string]string{"CONSUL_NAMESPACE": "team"}},
+		{addr: "127.0.0.1:8500", env: map[string]string{"CONSUL_PARTITION": "part"}},
+	} {
+		name := tc.addr
+		for k, v := range tc.env {
+			name += " " + k + "=" + v
+		}
+		t.Run(name, func(t *testing.T) {
+			for _, k := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL", "CONSUL_HTTP_AUTH", "CONSUL_NAMESPACE", "CONSUL_PARTITION"} {
+				t.Setenv(k, tc.env[k])
+			}
+			var addrs []string
+			if tc.addr != "" {
+				addrs = []string{tc.addr}
+			}
+			c, err := New(Config{Addrs: addrs})
+			require.NoError(t, err)
+			assert.Equal(t, tc.hand, c.agents[0].beat != nil)
+		})
+	}
+}
+
+func TestBeater_Request(t *testing.T) {
+	b := &beater{host: "127.0.0.1:8500"}
+	require.NoError(t, b.request("/v1/agent/check/update/service:web", "passing", `say "hi"`+"\n", "tok"))
+	body := `{"Status":"passing","Output":"say \"hi\"\n"}`
+	assert.Equal(t, "PUT /v1/agent/check/update/service:web HTTP/1.1\r\n"+
+		"Host: 127.0.0.1:8500\r\nUser-Agent: svcwrap\r\nContent-Type: application/json\r\n"+
+		"Connection: close\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\nX-Consul-Token: tok\r\n\r\n"+
+		body, string(b.req))
+	first := b.body
+	require.NoError(t, b.request("/v1/agent/check/update/service:web", "passing", `say "hi"`+"\n", ""))
+	assert.NotContains(t, string(b.req), "X-Consul-Token", "no token, no header")
+	assert.Same(t, &first[0], &b.body[0], "an unchanged status and output reuse the body")
+	require.NoError(t, b.request("/v1/agent/check/update/service:web", "critical", "gone", ""))
+	assert.True(t, bytes.HasSuffix(b.req, []byte(`{"Status":"critical","Output":"gone"}`)))
+}
+
+func TestParseAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		code int
+		text string
+		err  error
+	}{
+		{in: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", code: 200},
+		{in: "HTTP/1.1 404 Not Found\r\nContent-Length: 14\r\n\r\nUnknown check\n", code: 404, text: "Unknown check"},
+		{in: "HTTP/1.1 429 Too Many Requests\r\n\r\nYour IP is issuing too many concurrent connections, please rate limit your calls\n", code: 429,
+			text: "Your IP is issuing too many concurrent connections, please rate limit your calls"},
+		{in: "", err: io.EOF},
+		{in: "HTTP/1.1 2", err: io.ErrUnexpectedEOF},
+		{in: "SSH-2.0-OpenSSH\r\n", err: io.ErrUnexpectedEOF},
+	} {
+		code, text, err := parseAnswer([]byte(tc.in))
+		if tc.err != nil {
+			assert.ErrorIs(t, err, tc.err, "%q", tc.in)
+			continue
+		}
+		require.NoError(t, err, "%q", tc.in)
+		assert.Equal(t, tc.code, code, "%q", tc.in)
+		assert.Equal(t, tc.text, text, "%q", tc.in)
+	}
+	_, _, err := parseAnswer([]byte("HTTP/1.1 abc\r\n"))
+	assert.ErrorContains(t, err, "malformed HTTP status line")
+}
+
+// An answer longer than the buffer is read to its end and cut; a reset after a
+// whole answer has come (the agent closed with our request unread) leaves the
+// answer; one before it is the error.
+func TestReadAll(t *testing.T) {
+	long := "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5000\r\n\r\n" + strings.Repeat("x", 5000)
+	buf := make([]byte, beatBuffer+beatOverflow)
+	n, err := readAll(iotest.OneByteReader(strings.NewReader(long)), buf)
+	require.NoError(t, err)
+	assert.Equal(t, long[:beatBuffer], string(buf[:n]))
+
+	whole := "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nbusy"
+	n, err = readAll(io.MultiReader(strings.NewReader(whole), iotest.ErrReader(syscall.ECONNRESET)), buf)
+	require.NoError(t, err)
+	assert.Equal(t, whole, string(buf[:n]))
+
+	n, err = readAll(io.MultiReader(strings.NewReader(whole[:20]), iotest.ErrReader(syscall.ECONNRESET)), buf)
+	assert.ErrorIs(t, err, syscall.ECONNRESET)
+	assert.Equal(t, 20, n)
+}
+
+// BenchmarkHeartbeat is one heartbeat to a real dev agent, the hand-written
+// request against the api client's (the same Client with its beater taken
+// away), with their allocations: the garbage every idle wrapper makes every
+// few seconds (BENCHMARKS.md, section 11).
+func BenchmarkHeartbeat(b *testing.B) {
+	agent := consultest.StartAgent(b)
+	c, err := New(Config{Addrs: []string{agent.HTTPAddr}})
+	require.NoError(b, err)
+	require.NotNil(b, c.agents[0].beat)
+	require.NoError(b, c.Register(b.Context(), 0, Service{ID: "bench", Name: "bench", TTL: time.Minute, Status: "passing"}))
+	beat := func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := c.SetStatus(b.Context(), 0, "bench", "passing", "ok"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("hand-written", beat)
+	c.agents[0].beat = nil
+	b.Run("api", beat)
+}
