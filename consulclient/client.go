@@ -3,7 +3,9 @@
 // service ID, learn the agent's node address, and deregister. It wraps the
 // official api client, so the consul CLI's environment variables
 // (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_CACERT,
-// CONSUL_HTTP_SSL, ...) work unchanged.
+// CONSUL_HTTP_SSL, ...) work unchanged. The one exception is the heartbeat to
+// a local agent spoken to in plain HTTP, the request a wrapper sends for the
+// whole life of its command, which it writes itself (beat.go).
 //
 // A Client knows a list of agents, and every call names the agent it is for
 // (its index in the list): which agent holds the registration is the
