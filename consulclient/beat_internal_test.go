@@ -38,6 +38,7 @@ func TestBeater_OnlyForPlainLocalAgents(t *testing.T) {
 		{addr: "unix:///run/consul.sock", env: map[string]string{"CONSUL_HTTP_SSL": "true"}},
 		{addr: "10.0.0.5:8500"},
 		{addr: "consul.example:8500"},
+		{addr: "", env: map[string]string{"CONSUL_HTTP_ADDR": "127.0.0.1:85x0"}},
 		{addr: "127.0.0.1:8500", env: map[string]string{"CONSUL_HTTP_AUTH": "user:pass"}},
 		{addr: "127.0.0.1:8500", env: map[string]string{"CONSUL_NAMESPACE": "team"}},
 		{addr: "127.0.0.1:8500", env: map[string]string{"CONSUL_PARTITION": "part"}},
@@ -75,6 +76,23 @@ func TestBeater_Request(t *testing.T) {
 	assert.Same(t, &first[0], &b.body[0], "an unchanged status and output reuse the body")
 	require.NoError(t, b.request("/v1/agent/check/update/service:web", "critical", "gone", ""))
 	assert.True(t, bytes.HasSuffix(b.req, []byte(`{"Status":"critical","Output":"gone"}`)))
+}
+
+// What the hand-written request cannot carry as it is, the api client is
+// left to send or refuse: a status it spells differently, a token with a
+// control character (which would end the header early).
+func TestBeater_LeavesTheOddToTheAPIClient(t *testing.T) {
+	b := &beater{network: "tcp", address: "127.0.0.1:1", host: "127.0.0.1:1"}
+	for _, tc := range []struct{ status, token string }{
+		{"pass", ""}, {"bogus", ""}, {"passing", "tok\r\nX-Evil: 1"}, {"passing", "tok\n"}, {"passing", "\x7f"},
+	} {
+		sent, err := b.update(t.Context(), "service:x", tc.status, "", tc.token)
+		assert.False(t, sent, "%q %q", tc.status, tc.token)
+		assert.NoError(t, err)
+	}
+	sent, err := b.update(t.Context(), "service:x", "passing", "", "tab\tis fine")
+	assert.True(t, sent, "a tab is a header's white space")
+	assert.Error(t, err, "nothing listens on 127.0.0.1:1")
 }
 
 func TestParseAnswer(t *testing.T) {
