@@ -47,7 +47,11 @@ const beatOverflow = 256
 type beater struct {
 	network, address string // for net.Dialer: "tcp" host:port, or "unix" path
 	host             string // the Host header
-	url              string // for error messages, which name the request as net/http's do
+	// own is the token the api client sends when a request carries none:
+	// what api.NewClient read from CONSUL_HTTP_TOKEN(_FILE) although New
+	// cleared it. The api path sends it then, so this one does too.
+	own string
+	url string // for error messages, which name the request as net/http's do
 
 	mu     sync.Mutex // one heartbeat at a time uses the buffers; others go the api's way
 	req    []byte
@@ -69,7 +73,7 @@ func newBeater(conf *api.Config, addr string) *beater {
 		return nil
 	}
 	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
-		return &beater{network: "unix", address: path, host: "localhost", url: "http://localhost"}
+		return &beater{network: "unix", address: path, host: "localhost", url: "http://localhost", own: conf.Token}
 	}
 	host, port, err := net.SplitHostPort(conf.Address)
 	if err != nil {
@@ -83,7 +87,7 @@ func newBeater(conf *api.Config, addr string) *beater {
 	if ip, err := netip.ParseAddr(host); (err != nil || !ip.IsLoopback()) && host != "localhost" {
 		return nil
 	}
-	return &beater{network: "tcp", address: conf.Address, host: conf.Address, url: "http://" + conf.Address}
+	return &beater{network: "tcp", address: conf.Address, host: conf.Address, url: "http://" + conf.Address, own: conf.Token}
 }
 
 // update sends one heartbeat: checkID to status with output. ok is false
@@ -96,6 +100,9 @@ func (b *beater) update(ctx context.Context, checkID, status, output, token stri
 	case api.HealthPassing, api.HealthWarning, api.HealthCritical:
 	default:
 		return false, nil // the api client's words for it
+	}
+	if token == "" {
+		token = b.own
 	}
 	if !headerValue(token) {
 		return false, nil // net/http refuses to send it, and says why
@@ -188,7 +195,7 @@ func (b *beater) exchange(ctx context.Context) (int, error) {
 	_, werr := conn.Write(b.req)
 	// An agent at its connection limit answers 429 as it accepts and closes
 	// without reading: the write may fail, and the answer still be there.
-	n, rerr := readAll(conn, b.answer[:])
+	n, rerr := readAll(conn, b.answer[:], deadline)
 	if n == 0 && werr != nil {
 		return 0, werr
 	}
@@ -209,49 +216,80 @@ func cause(ctx context.Context, err error) error {
 	return err
 }
 
-// readAll reads r to its end into buf, keeping the first beatBuffer bytes and
-// reading the rest into the last beatOverflow bytes of buf, over and over,
-// and returns how much it kept. io.EOF is the end, not an error; an error
-// after a whole answer has come (a reset once the agent has written it) is
-// dropped, since the answer is what counts.
-func readAll(r io.Reader, buf []byte) (int, error) {
+// closeGrace is how long a whole answer waits for the agent to close the
+// connection. Consul closes it right after answering a request that asked
+// so, and waiting for that keeps the host's gate honest: the agent counts a
+// connection against its limit until it has closed it. Something else on
+// the agent's address (a proxy that keeps connections) must not hold every
+// heartbeat until its timeout.
+const closeGrace = 100 * time.Millisecond
+
+// readAll reads conn to its end into buf, keeping the first beatBuffer bytes
+// and reading the rest into the last beatOverflow bytes of buf, over and
+// over, and returns how much it kept. io.EOF is the end, not an error. Once
+// a whole answer is there (by its Content-Length), the end is waited for
+// closeGrace at most, and an error after it (a reset once the agent has
+// written it, the grace running out) is dropped: the answer is what counts.
+func readAll(conn net.Conn, buf []byte, deadline time.Time) (int, error) {
 	keep := len(buf) - beatOverflow
 	var n int
+	whole := false
 	for {
 		var err error
 		if n < keep {
 			var m int
-			m, err = r.Read(buf[n:keep])
+			m, err = conn.Read(buf[n:keep])
 			n += m
 		} else {
-			_, err = r.Read(buf[keep:])
+			_, err = conn.Read(buf[keep:])
 		}
 		switch {
 		case err == io.EOF:
 			return n, nil
-		case err != nil && wholeAnswer(buf[:n], n == keep):
+		case err != nil && (whole || wholeAnswer(buf[:n], n == keep)):
 			return n, nil
 		case err != nil:
 			return n, err
+		}
+		if !whole && wholeAnswer(buf[:n], n == keep) {
+			whole = true
+			if grace := time.Now().Add(closeGrace); grace.Before(deadline) {
+				_ = conn.SetReadDeadline(grace)
+			}
 		}
 	}
 }
 
 // wholeAnswer reports whether a holds an answer's head and as much of its body
-// as its Content-Length says, or as fitted (full).
+// as its Content-Length says, or as fitted (full). It allocates nothing: it
+// runs after every read.
 func wholeAnswer(a []byte, full bool) bool {
-	head, body, ok := bytes.Cut(a, []byte("\r\n\r\n"))
-	if !ok {
+	end := bytes.Index(a, []byte("\r\n\r\n"))
+	if end < 0 {
 		return false
 	}
-	length := -1
-	for _, line := range bytes.Split(head, []byte("\r\n"))[1:] {
-		name, value, _ := bytes.Cut(line, []byte(":"))
-		if strings.EqualFold(string(name), "Content-Length") {
-			length, _ = strconv.Atoi(strings.TrimSpace(string(value)))
+	head, body := a[:end+2], a[end+4:]
+	const name = "content-length:"
+	for len(head) > 0 {
+		line := head
+		if i := bytes.Index(head, []byte("\r\n")); i >= 0 {
+			line, head = head[:i], head[i+2:]
+		} else {
+			head = nil
 		}
+		if len(line) < len(name) || !bytes.EqualFold(line[:len(name)], []byte(name)) {
+			continue
+		}
+		length, ok := 0, false
+		for _, c := range bytes.TrimSpace(line[len(name):]) {
+			if c < '0' || c > '9' {
+				return false
+			}
+			length, ok = min(length*10+int(c-'0'), 1<<30), true
+		}
+		return ok && (len(body) >= length || full)
 	}
-	return length >= 0 && (len(body) >= length || full)
+	return false
 }
 
 // parseAnswer returns an answer's status code and, for an error, its body as

@@ -3,6 +3,8 @@ package consulclient
 import (
 	"bytes"
 	"io"
+	"net"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -123,24 +125,68 @@ func TestParseAnswer(t *testing.T) {
 	assert.ErrorContains(t, err, "malformed HTTP status line")
 }
 
+// readerConn is a connection that reads r; deadlines are noted, not kept.
+type readerConn struct {
+	net.Conn
+	r         io.Reader
+	deadlines int
+}
+
+func (c *readerConn) Read(p []byte) (int, error)      { return c.r.Read(p) }
+func (c *readerConn) SetReadDeadline(time.Time) error { c.deadlines++; return nil }
+
 // An answer longer than the buffer is read to its end and cut; a reset after a
 // whole answer has come (the agent closed with our request unread) leaves the
-// answer; one before it is the error.
+// answer; one before it is the error; a whole answer waits for the close
+// only a moment (a shorter read deadline).
 func TestReadAll(t *testing.T) {
+	far := time.Now().Add(time.Hour)
 	long := "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5000\r\n\r\n" + strings.Repeat("x", 5000)
 	buf := make([]byte, beatBuffer+beatOverflow)
-	n, err := readAll(iotest.OneByteReader(strings.NewReader(long)), buf)
+	conn := &readerConn{r: iotest.OneByteReader(strings.NewReader(long))}
+	n, err := readAll(conn, buf, far)
 	require.NoError(t, err)
 	assert.Equal(t, long[:beatBuffer], string(buf[:n]))
+	assert.Equal(t, 1, conn.deadlines, "cut, the answer is whole")
 
-	whole := "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 4\r\n\r\nbusy"
-	n, err = readAll(io.MultiReader(strings.NewReader(whole), iotest.ErrReader(syscall.ECONNRESET)), buf)
+	whole := "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 4\r\n\r\nbusy"
+	conn = &readerConn{r: io.MultiReader(strings.NewReader(whole), iotest.ErrReader(syscall.ECONNRESET))}
+	n, err = readAll(conn, buf, far)
 	require.NoError(t, err)
 	assert.Equal(t, whole, string(buf[:n]))
+	assert.Equal(t, 1, conn.deadlines)
 
-	n, err = readAll(io.MultiReader(strings.NewReader(whole[:20]), iotest.ErrReader(syscall.ECONNRESET)), buf)
+	conn = &readerConn{r: io.MultiReader(strings.NewReader(whole), iotest.ErrReader(os.ErrDeadlineExceeded))}
+	n, err = readAll(conn, buf, far)
+	require.NoError(t, err, "the grace ran out: the answer counts")
+	assert.Equal(t, whole, string(buf[:n]))
+
+	conn = &readerConn{r: io.MultiReader(strings.NewReader(whole[:20]), iotest.ErrReader(syscall.ECONNRESET))}
+	n, err = readAll(conn, buf, far)
 	assert.ErrorIs(t, err, syscall.ECONNRESET)
 	assert.Equal(t, 20, n)
+	assert.Equal(t, 0, conn.deadlines)
+
+	// Without a Content-Length only the close ends an answer.
+	chunked := "HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nerror\r\n0\r\n\r\n"
+	conn = &readerConn{r: strings.NewReader(chunked)}
+	n, err = readAll(conn, buf, far)
+	require.NoError(t, err)
+	assert.Equal(t, chunked, string(buf[:n]))
+	assert.Equal(t, 0, conn.deadlines)
+}
+
+func TestWholeAnswer(t *testing.T) {
+	assert.True(t, wholeAnswer([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), false))
+	assert.True(t, wholeAnswer([]byte("HTTP/1.1 200 OK\r\nVary: x\r\nCONTENT-LENGTH:2\r\n\r\nok"), false))
+	assert.False(t, wholeAnswer([]byte("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"), false))
+	assert.True(t, wholeAnswer([]byte("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"), true), "cut at the buffer")
+	assert.False(t, wholeAnswer([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"), false), "head not ended")
+	assert.False(t, wholeAnswer([]byte("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"), false))
+	assert.False(t, wholeAnswer([]byte("HTTP/1.1 200 OK\r\n\r\n"), false))
+	assert.Zero(t, testing.AllocsPerRun(100, func() {
+		wholeAnswer([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), false)
+	}), "it runs after every read of every heartbeat")
 }
 
 // BenchmarkHeartbeat is one heartbeat to a real dev agent, the hand-written

@@ -2,6 +2,8 @@ package consulclient_test
 
 import (
 	"context"
+	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -110,5 +112,70 @@ func TestHeartbeat_CancelledWhileTheAgentHangs(t *testing.T) {
 		require.ErrorIs(t, err, context.Canceled)
 	case <-time.After(30 * time.Second):
 		t.Fatal("a cancelled heartbeat to a hung agent did not return")
+	}
+}
+
+// The api client sends the token it read from the environment when svcwrap's
+// own is empty (a token file not yet written, CONSUL_HTTP_TOKEN set); the
+// hand-written heartbeat sends the same.
+func TestHeartbeat_EnvironmentTokenAsTheAPIClientSendsIt(t *testing.T) {
+	mgmt := consultest.NewUUID(t)
+	agent := consultest.StartAgent(t, consultest.WithACL(mgmt))
+	t.Setenv("CONSUL_HTTP_TOKEN", mgmt)
+	empty := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{agent.HTTPAddr}, TokenFile: empty})
+	require.NoError(t, err)
+	s := service("env-token")
+	s.Output = ""
+	require.NoError(t, c.Register(t.Context(), 0, s))
+	require.NoError(t, c.SetStatus(t.Context(), 0, "env-token", api.HealthPassing, "with the environment's token"))
+	consultest.WaitServiceStatus(t, agent.Client, "env-token", api.HealthPassing, 5*time.Second)
+}
+
+// Something on the agent's address that answers and keeps the connection
+// (a proxy; Consul closes it) is a fault a real agent cannot be made to
+// show: the heartbeat takes the whole answer, and does not wait for a close
+// that will not come.
+func TestHeartbeat_AnswerWithoutTheClose(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var (
+		mu   sync.Mutex
+		held []net.Conn
+		wg   sync.WaitGroup
+	)
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+			wg.Go(func() {
+				buf := make([]byte, 4096)
+				_, _ = c.Read(buf)
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+			})
+		}
+	})
+	c, err := consulclient.New(consulclient.Config{Addrs: []string{l.Addr().String()}, Timeout: time.Hour})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- c.SetStatus(t.Context(), 0, "held", api.HealthPassing, "") }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the heartbeat waited for a close after the whole answer had come")
 	}
 }
