@@ -32,18 +32,25 @@ import (
 // Where no lock can be taken, requests go ungated, as before.
 
 // The number of requests of each pool the svcwraps of a host have under way
-// to one agent at most: 160 together, leaving the rest of the agent's 200 to
-// its other clients on the host. The heartbeats' pool holds the burst that
+// to one agent at most: 112 together, leaving the rest of the agent's 200 to
+// its other clients on the host. The other requests' pool is small because
+// the agent does one catalog sync at a time: more registrations at once do
+// not make a host's start faster, they only queue at the agent, and a
+// heartbeat queues behind them. With 64 at once, an agent starved of CPU
+// (a host's start with its cores busy) took longer than --consul-timeout
+// over each, the wrappers asked again, the agent applied both, and
+// heartbeats waited past their TTL: with four busy loops on two cores, 392
+// and 161 of 1000 wrappers were passing after 100 s and every check
+// flapped; with 16, all passed in 25 s (BENCHMARKS.md, section 11). The
+// heartbeats' pool holds the burst that
 // the heartbeat grid (beatSlot) sends a thousand idle wrappers' heartbeats
 // in, about 80, so that an idle host's heartbeats need not wait for a
 // slot: with 64, the burst's tail waited in flock every half second
 // (BENCHMARKS.md, sections 9 and 10; the gated wrappers' CPU at a thousand
-// is still a little above the ungated, for reasons not found). More
-// registrations at once would not make a host's start faster: the agent
-// does one catalog sync at a time.
+// is still a little above the ungated, for reasons not found).
 const (
 	gateBeats = 96
-	gateCalls = 64
+	gateCalls = 16
 )
 
 // gate is one pool of slots for one agent.
