@@ -179,12 +179,17 @@ func (g *gate) try(k int) (int, error) {
 // flockWait takes an exclusive lock on f, waiting for it.
 func flockWait(f *os.File) error { return flockFile(f, syscall.LOCK_EX) }
 
+// errNotSent marks a request the gate held back until its time ran out: it
+// never reached the agent, so nothing of it can be registered there, and
+// there is nothing to look for or remove afterwards.
+var errNotSent = errors.New("not sent")
+
 // gated is a Registry whose requests pass the gates of their agent: the
 // heartbeats (SetStatus) through one pool, everything else through the
 // other. A wait for a slot is bounded by the request's context or, when it
 // has no deadline, by timeout (--consul-timeout); one that runs out is a
 // refusal (consulclient.ErrRefused), as the agent's own would have been,
-// and is retried as one.
+// and is retried as one, and either way errNotSent.
 type gated struct {
 	Registry
 	beats, calls []*gate
@@ -217,10 +222,10 @@ func (r *gated) through(ctx context.Context, g *gate, op string, call func() err
 	}
 	leave, err := g.enter(wctx)
 	if err != nil {
-		e := &consulclient.AgentError{Op: op, Agent: g.agent, Err: err}
+		e := &consulclient.AgentError{Op: op, Agent: g.agent,
+			Err: fmt.Errorf("%w: the host's requests to the agent are at their limit (%d %ss): %w", errNotSent, len(g.paths), g.pool, err)}
 		if ctx.Err() == nil {
 			e.Kind = consulclient.ErrRefused
-			e.Err = fmt.Errorf("the host's requests to the agent are at their limit (%d %ss): %w", len(g.paths), g.pool, err)
 		}
 		return e
 	}

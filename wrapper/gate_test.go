@@ -112,13 +112,26 @@ func TestGated_HeartbeatsHaveTheirOwnSlots(t *testing.T) {
 
 	err := g.Deregister(t.Context(), 0, "web") // no deadline: --consul-timeout
 	require.ErrorIs(t, err, consulclient.ErrRefused)
+	assert.ErrorIs(t, err, errNotSent)
 	assert.Equal(t, 1, reg.calls, "not made")
+
+	// A request whose own deadline runs out in the gate: not a refusal
+	// (the caller's time is up), but not sent either, so that nobody
+	// looks on the agent for a registration that never went out.
+	short, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	err = g.Register(short, 0, consulclient.Service{ID: "web"})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.ErrorIs(t, err, errNotSent)
+	assert.ErrorContains(t, err, "not sent")
 
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	err = g.Deregister(ctx, 0, "web")
 	require.ErrorIs(t, err, context.Canceled)
 	assert.NotErrorIs(t, err, consulclient.ErrRefused, "the caller gave up: not a refusal")
+	assert.ErrorIs(t, err, errNotSent)
+	assert.Equal(t, 1, reg.calls, "none of them made")
 }
 
 // countingRegistry answers everything at once and counts the calls.

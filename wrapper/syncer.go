@@ -529,7 +529,7 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	err := s.reg.Register(rctx, i, svc)
 	done()
 	if err != nil {
-		if i != s.on && !errors.Is(err, consulclient.ErrRejected) {
+		if i != s.on && !errors.Is(err, consulclient.ErrRejected) && !errors.Is(err, errNotSent) {
 			// Sent, perhaps applied, never answered (a timeout, an agent
 			// dying mid-request): there may be a copy.
 			s.leave(i, false)
