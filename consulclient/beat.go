@@ -174,10 +174,10 @@ func (b *beater) request(path, status, output, token string) error {
 func (b *beater) exchange(ctx context.Context) (int, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
+		deadline = time.Now().Add(DefaultTimeout)
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(DefaultTimeout))
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
-		deadline, _ = ctx.Deadline()
 	}
 	var d net.Dialer // the deadline is ctx's
 	conn, err := d.DialContext(ctx, b.network, b.address)
