@@ -7,6 +7,7 @@ package main
 // on demand.
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -532,4 +533,84 @@ node_prefix "" { policy = "read" }`, id))
 		consultest.WaitServiceGone(t, agent.Client, id, 5*time.Second)
 		noSecrets(t, w, t1, t2)
 	})
+}
+
+// D. A registration the agent applied but answered too late, after
+// --consul-timeout (an agent starved of CPU while a host starts a thousand
+// services), is the registration: the next attempt finds the check on the
+// agent and keeps it. The entry stays, passing, from its first moment to
+// the stop. (Taking the unanswered registration for a stray copy, sweeping
+// it and registering again made the service vanish for a moment, a flap.)
+// A real agent answers as soon as it has applied a registration, so a
+// proxy in front of one passes the first registration on and holds the
+// answer until svcwrap has given up on it; everything else goes through.
+func TestFaultLateAnswer_AppliedRegistrationIsKept(t *testing.T) {
+	agent := consultest.StartAgent(t)
+	target, err := url.Parse("http://" + agent.HTTPAddr)
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var held atomic.Bool
+	applied := make(chan int, 1)
+	fake := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && r.URL.Path == "/v1/agent/service/register" && held.CompareAndSwap(false, true) {
+			rec := httptest.NewRecorder()
+			proxy.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+			applied <- rec.Code
+			<-r.Context().Done() // svcwrap hung up: its --consul-timeout ran out
+			return
+		}
+		proxy.ServeHTTP(rw, r)
+	}))
+	t.Cleanup(fake.Close)
+	addr := strings.TrimPrefix(fake.URL, "http://")
+
+	const (
+		id      = "late"
+		checkID = "service:" + id
+		ttl     = 2 * time.Second
+	)
+	watch := consultest.WatchService(t, agent.Client, id)
+	w := start(t, nil, append([]string{"-v", "--consul", addr, "--consul-timeout", "1s", "--ttl", ttl.String(), id, "--"}, helperArgv("pid")...)...)
+	select {
+	case code := <-applied:
+		require.Equal(t, http.StatusOK, code, "the agent's answer to the first registration")
+	case <-time.After(wait):
+		t.Fatal("svcwrap sent no registration")
+	}
+	w.out.waitFor(t, "ready", wait)
+
+	var first consultest.ServiceSnapshot
+	consultest.Eventually(t, wait, func() (bool, string) {
+		for _, s := range watch.Snapshots() {
+			if e := s.Entry(agent.Node, id); e != nil && consultest.CheckStatus(e, checkID) == api.HealthPassing {
+				first = s
+				return true, ""
+			}
+		}
+		return false, describe(watch.Last())
+	}, "the service, passing, in the catalog")
+	created := first.Entry(agent.Node, id).Service.CreateIndex
+	fault := holdsFor(t, watch, first.At, 4*ttl, func(s consultest.ServiceSnapshot) string {
+		e := s.Entry(agent.Node, id)
+		switch {
+		case e == nil:
+			return "the entry is gone"
+		case e.Service.CreateIndex != created:
+			return fmt.Sprintf("the entry was removed and registered again (created at index %d, first at %d)", e.Service.CreateIndex, created)
+		case consultest.CheckStatus(e, checkID) != api.HealthPassing:
+			return "the check is " + consultest.CheckStatus(e, checkID)
+		}
+		return ""
+	})
+	assert.Empty(t, fault, "from the first passing state on, for two TTLs and more")
+	logged := w.errOut.String()
+	assert.Equal(t, 1, strings.Count(logged, "msg=registered"), "one registration, found on the agent:\n%s", logged)
+	assert.Contains(t, logged, `found="the agent had applied the registration it did not answer in time"`)
+	assert.NotContains(t, logged, "msg=deregistered", "nothing removed while the child runs")
+
+	w.signal(syscall.SIGTERM)
+	assert.Equal(t, 128+int(syscall.SIGTERM), w.wait(wait))
+	consultest.Eventually(t, wait, func() (bool, string) {
+		return watch.Last().Entry(agent.Node, id) == nil, describe(watch.Last())
+	}, "the service gone after the stop")
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -372,6 +374,70 @@ func TestStop_UnansweredRegistrationRemoved(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A registration the agent applied and did not answer in time is the
+// registration: the next attempt looks, finds it, and keeps it with a TTL
+// update. Nothing is removed and nothing registered again, which at a
+// starved agent would be a moment without the service, and a registration
+// more for it to apply.
+func TestRegistration_UnansweredButAppliedIsKept(t *testing.T) {
+	log := &logBuffer{}
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond, Logger: log.logger()}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.hangOp = "register"
+		r.reg.set(0, nil, false, ours())
+	})
+	r.j.waitFor(t, "unanswered register")
+	r.j.waitFor(t, "status web passing")
+	found := regexp.MustCompile(`msg=registered .*agent=agent0 status=passing found="the agent had applied the registration it did not answer in time"`)
+	r.j.waitUntil(t, func() bool { return found.MatchString(log.String()) }, log.String)
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("register web")), "registered once: %q", r.j.all())
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister")), "nothing removed: %q", r.j.all())
+
+	r.sigs <- syscall.SIGTERM
+	assert.Equal(t, 128+15, r.wait(t).code)
+	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+}
+
+// What the next attempt finds there and is not this svcwrap's own (here a
+// dead svcwrap's entry: the registration was not applied) is registered over,
+// not kept: a TTL update would keep another's tags, port and mark.
+func TestRegistration_UnansweredAndNotAppliedIsSentAgain(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.hangOp = "register"
+		r.reg.set(0, nil, false, &consulclient.Holder{
+			Meta:        map[string]string{wrapper.MetaInstance: "otherhost/77/12345"},
+			CheckStatus: "critical",
+			CheckOutput: "TTL expired",
+		})
+	})
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("register web")) >= 2 }, func() string { return fmt.Sprint(r.j.all()) })
+	all := r.j.all()
+	first := slices.IndexFunc(all, hasPrefix("register web"))
+	second := first + 1 + slices.IndexFunc(all[first+1:], hasPrefix("register web"))
+	assert.Less(t, r.j.index("unanswered register"), second, "sent again after the first went unanswered: %q", all)
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("status web")), "no TTL update on an entry that is not its own: %q", r.j.all())
+	r.sigs <- syscall.SIGTERM
+	r.wait(t)
+}
+
+// With a second agent, a registration left unanswered on the first is not
+// waited for: svcwrap registers through the second, and the first's copy,
+// which the agent applied, is removed once it answers.
+func TestRegistration_UnansweredThenMovedIsSwept(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), twoAgents, func(r *fakeRun) {
+		r.reg.hangOp, r.reg.hangFirst = "register", true
+		r.reg.set(0, nil, false, ours())
+	})
+	r.j.waitFor(t, "unanswered register")
+	r.j.waitFor(t, "@1 register "+wrapper.Guest("web")+" passing")
+	r.j.waitFor(t, "deregister web")
+	r.sigs <- syscall.SIGTERM
+	assert.Equal(t, 128+15, r.wait(t).code)
+	requireBefore(t, r.j, "@1 deregister "+wrapper.Guest("web"), "signal SIGTERM")
 }
 
 // A child that ends while its first registration is on its way (the agent

@@ -124,6 +124,8 @@ type fakeRegistry struct {
 	// hangFor, when set, is how long a call hangOp makes hang lasts at most,
 	// as the real client's timeout: then it fails as unanswered.
 	hangFor time.Duration
+	// hangFirst limits hangOp to the first agent.
+	hangFirst bool
 	// services is the last registration made with each agent.
 	services map[int]consulclient.Service
 	// slowRegister, when set, is a registration the agent takes its time
@@ -248,7 +250,7 @@ func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Servi
 		r.services = map[int]consulclient.Service{}
 	}
 	r.services[i] = s
-	hang := r.hangOp == "register"
+	hang := r.hangOp == "register" && (i == 0 || !r.hangFirst)
 	release := r.slowRegister
 	r.mu.Unlock()
 	if release != nil {

@@ -27,6 +27,7 @@ type sweep struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	moved  bool // svcwrap was registered there; else a registration's outcome is unknown
+	parked bool // not swept yet: see park
 }
 
 // leave records that agent i may still hold a copy of the registration,
@@ -46,6 +47,52 @@ func (s *syncer) leave(i int, moved bool) {
 		defer close(sw.done)
 		s.sweep(ctx, i)
 	}()
+}
+
+// park records that agent i may hold a registration svcwrap sent there and
+// had no answer to (its timeout ran out, the connection broke), without
+// sweeping it yet. The syncer's next attempt goes to the same agent and
+// looks there first (syncer.resume): an agent slow to answer, as at a
+// host's start, has most likely applied it. A sweep now would remove the
+// registration the agent applied, and the next attempt would register it
+// again: the service would vanish for a moment, a flap. What is parked is
+// swept once svcwrap registers on another agent (sweepParked), and the stop
+// looks there as at any agent of unknown outcome (unsure).
+func (s *syncer) park(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.left[i]; ok {
+		return
+	}
+	done := make(chan struct{})
+	close(done) // nothing runs: stopSweep and stopSweeps need not wait
+	s.left[i] = &sweep{cancel: func() {}, done: done, parked: true}
+}
+
+// isParked reports whether agent i has a registration of unknown outcome
+// that is not being swept (park).
+func (s *syncer) isParked(i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sw := s.left[i]
+	return sw != nil && sw.parked
+}
+
+// sweepParked starts sweeping what park left on agents other than on, the
+// agent svcwrap has just registered with.
+func (s *syncer) sweepParked(on int) {
+	s.mu.Lock()
+	var agents []int
+	for i, sw := range s.left {
+		if sw.parked && i != on {
+			delete(s.left, i)
+			agents = append(agents, i)
+		}
+	}
+	s.mu.Unlock()
+	for _, i := range agents {
+		s.leave(i, false)
+	}
 }
 
 // stopSweep ends the sweep of agent i, if one runs, and waits for it, so

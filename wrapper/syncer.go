@@ -442,6 +442,8 @@ func (s *syncer) find(ctx context.Context, current check.Result, onErr error) er
 			err = onErr
 		} else if i != 0 && s.service.Address == "" && s.home == "" {
 			err = s.noAddress(ctx, i)
+		} else if s.isParked(i) {
+			err = s.resume(ctx, i, current)
 		} else if err = s.claim(ctx, i); err == nil {
 			err = s.register(ctx, i, current)
 		}
@@ -493,13 +495,46 @@ func (s *syncer) claim(ctx context.Context, i int) error {
 	if s.claimed == i {
 		return nil // prepare has just looked
 	}
+	_, err := s.lookUp(ctx, i)
+	return err
+}
+
+// lookUp returns the registration of the service ID on agent i (nil: none),
+// and an error wrapping errHeld when it is another live svcwrap's.
+func (s *syncer) lookUp(ctx context.Context, i int) (*consulclient.Holder, error) {
 	h, err := s.reg.Holder(ctx, i, s.idOn(i))
+	if err != nil {
+		return nil, err
+	}
+	if h != nil && heldByOther(h, s.self) {
+		return nil, fmt.Errorf("%w: service %q on agent %s is registered by %s", errHeld, s.idOn(i), s.reg.Addr(i), h.Meta[metaInstance])
+	}
+	return h, nil
+}
+
+// resume ends a registration sent to agent i and never answered (park). If
+// the agent applied it, the entry there is this svcwrap's, with its TTL
+// running: a TTL update keeps it, where registering again would cost the
+// agent a registration and a sync pass at the moment it is slowest to
+// answer, and a moment without the entry would have been a flap. Anything
+// else there (nothing, a dead svcwrap's entry) is registered over as usual.
+func (s *syncer) resume(ctx context.Context, i int, current check.Result) error {
+	h, err := s.lookUp(ctx, i)
 	if err != nil {
 		return err
 	}
-	if h != nil && heldByOther(h, s.self) {
-		return fmt.Errorf("%w: service %q on agent %s is registered by %s", errHeld, s.idOn(i), s.reg.Addr(i), h.Meta[metaInstance])
+	if h == nil || h.Meta[metaInstance] != s.self.String() {
+		return s.register(ctx, i, current)
 	}
+	err = s.reg.SetStatus(ctx, i, s.idOn(i), current.Status.String(), current.Output)
+	if errors.Is(err, consulclient.ErrNotRegistered) || errors.Is(err, consulclient.ErrTokenChanged) {
+		return s.register(ctx, i, current) // removed since the look-up; or a new token to register with
+	}
+	if err != nil {
+		return err
+	}
+	s.stopSweep(i) // the entry is the registration now, not a copy
+	s.hold(ctx, i, current, "the agent had applied the registration it did not answer in time")
 	return nil
 }
 
@@ -531,11 +566,19 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	if err != nil {
 		if i != s.on && !errors.Is(err, consulclient.ErrRejected) && !errors.Is(err, errNotSent) {
 			// Sent, perhaps applied, never answered (a timeout, an agent
-			// dying mid-request): there may be a copy.
-			s.leave(i, false)
+			// dying mid-request): the agent may hold it.
+			s.park(i)
 		}
 		return err
 	}
+	s.hold(ctx, i, current, "")
+	return nil
+}
+
+// hold records that the registration is on agent i, as current says, and
+// leaves the agent it was on before, if another. found says why svcwrap
+// knows without an answer to its registration (resume); "" for an answer.
+func (s *syncer) hold(ctx context.Context, i int, current check.Result, found string) {
 	prev := s.on
 	s.on, s.ever, s.lost, s.doubt, s.fresh = i, true, time.Time{}, false, true
 	delete(s.held, i)
@@ -543,7 +586,12 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	if current.Status == check.Critical {
 		s.critical = time.Now()
 	}
-	event(s.log(), "registered", "agent", s.reg.Addr(i), "status", svc.Status)
+	if found == "" {
+		event(s.log(), "registered", "agent", s.reg.Addr(i), "status", current.Status.String())
+	} else {
+		event(s.log(), "registered", "agent", s.reg.Addr(i), "status", current.Status.String(), "found", found)
+	}
+	s.sweepParked(i)
 	if prev >= 0 && prev != i {
 		s.leave(prev, true)
 		s.log().Log(ctx, LevelNotice, "consul: moved to another agent",
@@ -552,7 +600,6 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	if i == 0 {
 		s.learnHome(ctx) // for a move, if the first agent did not answer at start
 	}
-	return nil
 }
 
 // learnHome learns the first agent's node address, once, when a move to
