@@ -385,11 +385,14 @@ func TestRegistration_UnansweredButAppliedIsKept(t *testing.T) {
 	log := &logBuffer{}
 	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond, Logger: log.logger()}
 	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
-		r.reg.hangOp = "register"
+		r.reg.hangOp, r.reg.traceHolder = "register", true
 		r.reg.set(0, nil, false, ours())
 	})
 	r.j.waitFor(t, "unanswered register")
 	r.j.waitFor(t, "status web passing")
+	all := r.j.all()
+	assert.NotContains(t, all[r.j.index("unanswered register"):r.j.index("status web passing")], "holder",
+		"the ID was free: the TTL update goes first, no look-up before it")
 	found := regexp.MustCompile(`msg=registered .*agent=agent0 status=passing found="the agent had applied the registration it did not answer in time"`)
 	r.j.waitUntil(t, func() bool { return found.MatchString(log.String()) }, log.String)
 	assert.Equal(t, 1, r.j.countMatch(hasPrefix("register web")), "registered once: %q", r.j.all())
@@ -400,6 +403,36 @@ func TestRegistration_UnansweredButAppliedIsKept(t *testing.T) {
 	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
 }
 
+// The same when the registration was to replace a dead svcwrap's entry:
+// the next attempt looks first, since a check of the ID may still be that
+// entry's, and finds its own.
+func TestRegistration_UnansweredTakeoverAppliedIsKept(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.hangOp, r.reg.applyHolds, r.reg.traceHolder = "register", true, true
+		r.reg.set(0, nil, false, deadOther())
+	})
+	r.j.waitFor(t, "unanswered register")
+	r.j.waitFor(t, "status web passing")
+	all := r.j.all()
+	assert.Contains(t, all[r.j.index("unanswered register"):r.j.index("status web passing")], "holder",
+		"a look-up before the TTL update: a check of the ID may be the dead svcwrap's")
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("register web")), "registered once: %q", r.j.all())
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister")), "nothing removed: %q", r.j.all())
+	r.sigs <- syscall.SIGTERM
+	assert.Equal(t, 128+15, r.wait(t).code)
+}
+
+// deadOther is the entry of a svcwrap that is gone: the agent saw its TTL
+// expire.
+func deadOther() *consulclient.Holder {
+	return &consulclient.Holder{
+		Meta:        map[string]string{wrapper.MetaInstance: "otherhost/77/12345"},
+		CheckStatus: "critical",
+		CheckOutput: "TTL expired",
+	}
+}
+
 // What the next attempt finds there and is not this svcwrap's own (here a
 // dead svcwrap's entry: the registration was not applied) is registered over,
 // not kept: a TTL update would keep another's tags, port and mark.
@@ -407,11 +440,7 @@ func TestRegistration_UnansweredAndNotAppliedIsSentAgain(t *testing.T) {
 	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
 	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
 		r.reg.hangOp = "register"
-		r.reg.set(0, nil, false, &consulclient.Holder{
-			Meta:        map[string]string{wrapper.MetaInstance: "otherhost/77/12345"},
-			CheckStatus: "critical",
-			CheckOutput: "TTL expired",
-		})
+		r.reg.set(0, nil, false, deadOther())
 	})
 	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("register web")) >= 2 }, func() string { return fmt.Sprint(r.j.all()) })
 	all := r.j.all()

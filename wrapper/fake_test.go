@@ -126,6 +126,11 @@ type fakeRegistry struct {
 	hangFor time.Duration
 	// hangFirst limits hangOp to the first agent.
 	hangFirst bool
+	// applyHolds makes a registration that hangOp leaves unanswered the
+	// entry Holder reports for that agent from then on: this svcwrap's.
+	applyHolds bool
+	// traceHolder journals each look-up: "holder".
+	traceHolder bool
 	// services is the last registration made with each agent.
 	services map[int]consulclient.Service
 	// slowRegister, when set, is a registration the agent takes its time
@@ -258,6 +263,9 @@ func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Servi
 	}
 	r.add(i, "register %s %s", s.ID, s.Status)
 	if hang {
+		if r.applyHolds {
+			r.set(i, r.err(i), false, ours())
+		}
 		r.add(i, "unanswered register")
 		if r.hangFor > 0 {
 			var cancel context.CancelFunc
@@ -305,6 +313,9 @@ func (r *fakeRegistry) Holder(ctx context.Context, i int, _ string) (*consulclie
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.traceHolder {
+		r.add(i, "holder")
+	}
 	if r.slowRegister != nil {
 		if r.live[i] {
 			return ours(), nil

@@ -28,6 +28,9 @@ type sweep struct {
 	done   chan struct{}
 	moved  bool // svcwrap was registered there; else a registration's outcome is unknown
 	parked bool // not swept yet: see park
+	// takeover: the parked registration was to replace an entry that is
+	// not this svcwrap's, which may still be there (park).
+	takeover bool
 }
 
 // leave records that agent i may still hold a copy of the registration,
@@ -57,8 +60,10 @@ func (s *syncer) leave(i int, moved bool) {
 // registration the agent applied, and the next attempt would register it
 // again: the service would vanish for a moment, a flap. What is parked is
 // swept once svcwrap registers on another agent (sweepParked), and the stop
-// looks there as at any agent of unknown outcome (unsure).
-func (s *syncer) park(i int) {
+// looks there as at any agent of unknown outcome (unsure). takeover says
+// the registration was to replace an entry that is not this svcwrap's (a
+// dead one's): a check of the ID there may then be that entry.
+func (s *syncer) park(i int, takeover bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.left[i]; ok {
@@ -66,16 +71,18 @@ func (s *syncer) park(i int) {
 	}
 	done := make(chan struct{})
 	close(done) // nothing runs: stopSweep and stopSweeps need not wait
-	s.left[i] = &sweep{cancel: func() {}, done: done, parked: true}
+	s.left[i] = &sweep{cancel: func() {}, done: done, parked: true, takeover: takeover}
 }
 
-// isParked reports whether agent i has a registration of unknown outcome
-// that is not being swept (park).
-func (s *syncer) isParked(i int) bool {
+// parkedOn returns what park recorded for agent i, nil if nothing is
+// parked there.
+func (s *syncer) parkedOn(i int) *sweep {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sw := s.left[i]
-	return sw != nil && sw.parked
+	if sw := s.left[i]; sw != nil && sw.parked {
+		return sw
+	}
+	return nil
 }
 
 // sweepParked starts sweeping what park left on agents other than on, the

@@ -56,6 +56,7 @@ type syncer struct {
 	doubt     bool      // the agent it is on failed since the ID was last looked up there
 	guest     string    // the service ID on agents other than the first
 	claimed   int       // agent where the ID was found free and not yet registered; -1: none
+	takeover  bool      // the last look-up found an entry of the ID that is not this svcwrap's
 	home      string    // the node address of the first agent, for registrations through others
 	lost      time.Time // when the agent the registration is on stopped answering
 	noAddr    bool      // the registration without the host's address was reported
@@ -442,8 +443,8 @@ func (s *syncer) find(ctx context.Context, current check.Result, onErr error) er
 			err = onErr
 		} else if i != 0 && s.service.Address == "" && s.home == "" {
 			err = s.noAddress(ctx, i)
-		} else if s.isParked(i) {
-			err = s.resume(ctx, i, current)
+		} else if sw := s.parkedOn(i); sw != nil {
+			err = s.resume(ctx, i, current, sw.takeover)
 		} else if err = s.claim(ctx, i); err == nil {
 			err = s.register(ctx, i, current)
 		}
@@ -500,12 +501,15 @@ func (s *syncer) claim(ctx context.Context, i int) error {
 }
 
 // lookUp returns the registration of the service ID on agent i (nil: none),
-// and an error wrapping errHeld when it is another live svcwrap's.
+// and an error wrapping errHeld when it is another live svcwrap's. It
+// records in takeover whether a registration sent now would replace an
+// entry that is not this svcwrap's.
 func (s *syncer) lookUp(ctx context.Context, i int) (*consulclient.Holder, error) {
 	h, err := s.reg.Holder(ctx, i, s.idOn(i))
 	if err != nil {
 		return nil, err
 	}
+	s.takeover = h != nil && h.Meta[metaInstance] != s.self.String()
 	if h != nil && heldByOther(h, s.self) {
 		return nil, fmt.Errorf("%w: service %q on agent %s is registered by %s", errHeld, s.idOn(i), s.reg.Addr(i), h.Meta[metaInstance])
 	}
@@ -513,24 +517,45 @@ func (s *syncer) lookUp(ctx context.Context, i int) (*consulclient.Holder, error
 }
 
 // resume ends a registration sent to agent i and never answered (park). If
-// the agent applied it, the entry there is this svcwrap's, with its TTL
-// running: a TTL update keeps it, where registering again would cost the
+// the agent applied it, the entry there is this svcwrap's, its TTL running
+// since then: a TTL update keeps it, where registering again would cost the
 // agent a registration and a sync pass at the moment it is slowest to
-// answer, and a moment without the entry would have been a flap. Anything
-// else there (nothing, a dead svcwrap's entry) is registered over as usual.
-func (s *syncer) resume(ctx context.Context, i int, current check.Result) error {
+// answer, and would come later; a moment without the entry, or past its
+// TTL, is a flap. When the ID was free or this svcwrap's as the
+// registration went out (not takeover), a check of that ID on the agent
+// can only be that registration (another svcwrap of this ID on this host
+// stops at the host lock), so the TTL update goes first, with no look-up
+// before it. Otherwise, or if the agent has no such check, svcwrap looks
+// and registers as usual.
+func (s *syncer) resume(ctx context.Context, i int, current check.Result, takeover bool) error {
+	if !takeover {
+		switch err := s.keep(ctx, i, current); {
+		case err == nil:
+			return nil
+		case !errors.Is(err, consulclient.ErrNotRegistered) && !errors.Is(err, consulclient.ErrTokenChanged):
+			return err
+		}
+	}
 	h, err := s.lookUp(ctx, i)
 	if err != nil {
 		return err
 	}
-	if h == nil || h.Meta[metaInstance] != s.self.String() {
-		return s.register(ctx, i, current)
+	if h != nil && h.Meta[metaInstance] == s.self.String() {
+		switch err := s.keep(ctx, i, current); {
+		case err == nil:
+			return nil
+		case !errors.Is(err, consulclient.ErrNotRegistered) && !errors.Is(err, consulclient.ErrTokenChanged):
+			return err
+		}
+		// Removed since the look-up, or a new token to register with.
 	}
-	err = s.reg.SetStatus(ctx, i, s.idOn(i), current.Status.String(), current.Output)
-	if errors.Is(err, consulclient.ErrNotRegistered) || errors.Is(err, consulclient.ErrTokenChanged) {
-		return s.register(ctx, i, current) // removed since the look-up; or a new token to register with
-	}
-	if err != nil {
+	return s.register(ctx, i, current)
+}
+
+// keep holds the registration svcwrap sent to agent i and had no answer to,
+// which the agent applied, with a TTL update (resume).
+func (s *syncer) keep(ctx context.Context, i int, current check.Result) error {
+	if err := s.reg.SetStatus(ctx, i, s.idOn(i), current.Status.String(), current.Output); err != nil {
 		return err
 	}
 	s.stopSweep(i) // the entry is the registration now, not a copy
@@ -567,7 +592,7 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 		if i != s.on && !errors.Is(err, consulclient.ErrRejected) && !errors.Is(err, errNotSent) {
 			// Sent, perhaps applied, never answered (a timeout, an agent
 			// dying mid-request): the agent may hold it.
-			s.park(i)
+			s.park(i, s.takeover)
 		}
 		return err
 	}
