@@ -391,8 +391,8 @@ func TestRegistration_UnansweredButAppliedIsKept(t *testing.T) {
 	r.j.waitFor(t, "unanswered register")
 	r.j.waitFor(t, "status web passing")
 	all := r.j.all()
-	assert.NotContains(t, all[r.j.index("unanswered register"):r.j.index("status web passing")], "holder",
-		"the ID was free: the TTL update goes first, no look-up before it")
+	assert.Contains(t, all[r.j.index("unanswered register"):r.j.index("status web passing")], "holder",
+		"a look-up before the TTL update: a check of the ID may be another's")
 	found := regexp.MustCompile(`msg=registered .*agent=agent0 status=passing found="the agent had applied the registration it did not answer in time"`)
 	r.j.waitUntil(t, func() bool { return found.MatchString(log.String()) }, log.String)
 	assert.Equal(t, 1, r.j.countMatch(hasPrefix("register web")), "registered once: %q", r.j.all())
@@ -403,13 +403,12 @@ func TestRegistration_UnansweredButAppliedIsKept(t *testing.T) {
 	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
 }
 
-// The same when the registration was to replace a dead svcwrap's entry:
-// the next attempt looks first, since a check of the ID may still be that
-// entry's, and finds its own.
+// The same when the registration was to replace a dead svcwrap's entry,
+// which the agent's check may still have been: the look-up finds its own.
 func TestRegistration_UnansweredTakeoverAppliedIsKept(t *testing.T) {
 	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
 	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
-		r.reg.hangOp, r.reg.applyHolds, r.reg.traceHolder = "register", true, true
+		r.reg.hangOp, r.reg.heldAfter, r.reg.traceHolder = "register", ours(), true
 		r.reg.set(0, nil, false, deadOther())
 	})
 	r.j.waitFor(t, "unanswered register")
@@ -421,6 +420,22 @@ func TestRegistration_UnansweredTakeoverAppliedIsKept(t *testing.T) {
 	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister")), "nothing removed: %q", r.j.all())
 	r.sigs <- syscall.SIGTERM
 	assert.Equal(t, 128+15, r.wait(t).code)
+}
+
+// Another live svcwrap of the same ID (where the host lock does not reach)
+// registered while the answer was awaited: the look-up finds it, and
+// svcwrap stops as at any start with its ID held, its entry left alone.
+// No TTL update makes the other's check pass for this one.
+func TestRegistration_UnansweredOvertakenByAnotherIsLeftAlone(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.hangOp, r.reg.heldAfter = "register", otherLive(t)
+	})
+	res := r.wait(t)
+	assert.ErrorIs(t, res.err, wrapper.ErrIDInUse)
+	assert.Equal(t, wrapper.ExitUsage, res.code)
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("status web")), "no TTL update on the other's check: %q", r.j.all())
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister web")), "the other's entry left alone: %q", r.j.all())
 }
 
 // deadOther is the entry of a svcwrap that is gone: the agent saw its TTL
@@ -458,7 +473,7 @@ func TestRegistration_UnansweredAndNotAppliedIsSentAgain(t *testing.T) {
 func TestRegistration_UnansweredThenMovedIsSwept(t *testing.T) {
 	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
 	r := startFake(t, cfg, diesOn(syscall.SIGTERM), twoAgents, func(r *fakeRun) {
-		r.reg.hangOp, r.reg.hangFirst = "register", true
+		r.reg.hangOp, r.reg.hangOn = "register", map[int]bool{0: true}
 		r.reg.set(0, nil, false, ours())
 	})
 	r.j.waitFor(t, "unanswered register")
@@ -467,6 +482,49 @@ func TestRegistration_UnansweredThenMovedIsSwept(t *testing.T) {
 	r.sigs <- syscall.SIGTERM
 	assert.Equal(t, 128+15, r.wait(t).code)
 	requireBefore(t, r.j, "@1 deregister "+wrapper.Guest("web"), "signal SIGTERM")
+}
+
+// Found its own but gone by the TTL update (removed in between): it is
+// registered again, not taken for kept.
+func TestRegistration_UnansweredFoundThenGoneIsSentAgain(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.hangOp = "register"
+		r.reg.statusOnce = fmt.Errorf("set check: %w", consulclient.ErrNotRegistered)
+		r.reg.set(0, nil, false, ours())
+	})
+	r.j.waitFor(t, "status refused web")
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("register web")) >= 2 }, func() string { return fmt.Sprint(r.j.all()) })
+	all := r.j.all()
+	refused := r.j.index("status refused web")
+	assert.GreaterOrEqual(t, slices.IndexFunc(all[refused:], hasPrefix("register web")), 0, "registered again after the refused update: %q", all)
+	r.sigs <- syscall.SIGTERM
+	r.wait(t)
+}
+
+// A registration sent to the second agent while the first was away, and
+// never answered, is a duplicate once the first answers again and svcwrap
+// stays there: it is swept, not left in the catalog until the stop.
+func TestRegistration_UnansweredWhileAwaySweptWhenTheFirstAnswers(t *testing.T) {
+	cfg := fast()
+	cfg.ConsulTimeout = 50 * time.Millisecond
+	guest := wrapper.Guest("web")
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), twoAgents, func(r *fakeRun) {
+		r.reg.hangOp, r.reg.hangOn, r.reg.freezeOn = "register", map[int]bool{1: true}, map[int]bool{1: true}
+		r.reg.set(1, nil, false, ours())
+	})
+	r.j.waitFor(t, "register web passing")
+	r.reg.set(0, unreachable(0), false, nil)
+	r.j.waitFor(t, "@1 unanswered register") // and agent 1 hangs from now on
+	beats := r.j.countMatch(hasPrefix("status web"))
+	r.reg.set(0, nil, false, nil)
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(hasPrefix("status web")) > beats }, func() string { return fmt.Sprint(r.j.all()) })
+	r.reg.set(1, nil, false, ours()) // agent 1 answers again
+	r.j.waitFor(t, "@1 deregister "+guest)
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("@1 status")), "never moved to agent 1: %q", r.j.all())
+	r.sigs <- syscall.SIGTERM
+	assert.Equal(t, 128+15, r.wait(t).code)
+	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
 }
 
 // A child that ends while its first registration is on its way (the agent

@@ -124,11 +124,18 @@ type fakeRegistry struct {
 	// hangFor, when set, is how long a call hangOp makes hang lasts at most,
 	// as the real client's timeout: then it fails as unanswered.
 	hangFor time.Duration
-	// hangFirst limits hangOp to the first agent.
-	hangFirst bool
-	// applyHolds makes a registration that hangOp leaves unanswered the
-	// entry Holder reports for that agent from then on: this svcwrap's.
-	applyHolds bool
+	// hangOn, when set, limits hangOp to these agents.
+	hangOn map[int]bool
+	// freezeOn makes an agent whose registration hangOp leaves unanswered
+	// hang from then on, every call, until set lifts it.
+	freezeOn map[int]bool
+	// statusOnce, when set, is what the next SetStatus returns instead of
+	// succeeding (the check removed between a look-up and the update).
+	statusOnce error
+	// heldAfter, when set, is what Holder reports for an agent once hangOp
+	// has left a registration there unanswered: ours() for one the agent
+	// applied, another's for one another svcwrap's overtook.
+	heldAfter *consulclient.Holder
 	// traceHolder journals each look-up: "holder".
 	traceHolder bool
 	// services is the last registration made with each agent.
@@ -255,7 +262,8 @@ func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Servi
 		r.services = map[int]consulclient.Service{}
 	}
 	r.services[i] = s
-	hang := r.hangOp == "register" && (i == 0 || !r.hangFirst)
+	hang := r.hangOp == "register" && (r.hangOn == nil || r.hangOn[i])
+	freeze := hang && r.freezeOn[i]
 	release := r.slowRegister
 	r.mu.Unlock()
 	if release != nil {
@@ -263,8 +271,14 @@ func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Servi
 	}
 	r.add(i, "register %s %s", s.ID, s.Status)
 	if hang {
-		if r.applyHolds {
-			r.set(i, r.err(i), false, ours())
+		if r.heldAfter != nil {
+			r.set(i, r.err(i), false, r.heldAfter)
+		}
+		if freeze {
+			r.mu.Lock()
+			fail, holder := r.fails[i], r.holders[i]
+			r.mu.Unlock()
+			r.set(i, fail, true, holder)
 		}
 		r.add(i, "unanswered register")
 		if r.hangFor > 0 {
@@ -284,6 +298,14 @@ func (r *fakeRegistry) SetStatus(ctx context.Context, i int, id, status, output 
 	}
 	if err := r.err(i); err != nil {
 		return err
+	}
+	r.mu.Lock()
+	once := r.statusOnce
+	r.statusOnce = nil
+	r.mu.Unlock()
+	if once != nil {
+		r.add(i, "status refused %s", id)
+		return once
 	}
 	r.add(i, "status %s %s", id, status)
 	return nil

@@ -28,9 +28,6 @@ type sweep struct {
 	done   chan struct{}
 	moved  bool // svcwrap was registered there; else a registration's outcome is unknown
 	parked bool // not swept yet: see park
-	// takeover: the parked registration was to replace an entry that is
-	// not this svcwrap's, which may still be there (park).
-	takeover bool
 }
 
 // leave records that agent i may still hold a copy of the registration,
@@ -59,11 +56,10 @@ func (s *syncer) leave(i int, moved bool) {
 // host's start, has most likely applied it. A sweep now would remove the
 // registration the agent applied, and the next attempt would register it
 // again: the service would vanish for a moment, a flap. What is parked is
-// swept once svcwrap registers on another agent (sweepParked), and the stop
-// looks there as at any agent of unknown outcome (unsure). takeover says
-// the registration was to replace an entry that is not this svcwrap's (a
-// dead one's): a check of the ID there may then be that entry.
-func (s *syncer) park(i int, takeover bool) {
+// swept once svcwrap holds its registration on another agent, registered
+// there or confirmed by a heartbeat (sweepParked), and the stop looks there
+// as at any agent of unknown outcome (unsure).
+func (s *syncer) park(i int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.left[i]; ok {
@@ -71,7 +67,7 @@ func (s *syncer) park(i int, takeover bool) {
 	}
 	done := make(chan struct{})
 	close(done) // nothing runs: stopSweep and stopSweeps need not wait
-	s.left[i] = &sweep{cancel: func() {}, done: done, parked: true, takeover: takeover}
+	s.left[i] = &sweep{cancel: func() {}, done: done, parked: true}
 }
 
 // parkedOn returns what park recorded for agent i, nil if nothing is
@@ -86,7 +82,8 @@ func (s *syncer) parkedOn(i int) *sweep {
 }
 
 // sweepParked starts sweeping what park left on agents other than on, the
-// agent svcwrap has just registered with.
+// agent svcwrap has just registered with or heartbeated: a registration
+// applied there is a duplicate now.
 func (s *syncer) sweepParked(on int) {
 	s.mu.Lock()
 	var agents []int

@@ -56,7 +56,6 @@ type syncer struct {
 	doubt     bool      // the agent it is on failed since the ID was last looked up there
 	guest     string    // the service ID on agents other than the first
 	claimed   int       // agent where the ID was found free and not yet registered; -1: none
-	takeover  bool      // the last look-up found an entry of the ID that is not this svcwrap's
 	home      string    // the node address of the first agent, for registrations through others
 	lost      time.Time // when the agent the registration is on stopped answering
 	noAddr    bool      // the registration without the host's address was reported
@@ -343,6 +342,9 @@ func (s *syncer) push(ctx context.Context, current check.Result) error {
 	err := s.refresh(ctx, current)
 	if err == nil {
 		s.lost = time.Time{}
+		// The registration is here: one sent elsewhere and never
+		// answered, while this agent was away, is a duplicate if applied.
+		s.sweepParked(s.on)
 		return nil
 	}
 	if s.on < 0 || ctx.Err() != nil {
@@ -443,8 +445,8 @@ func (s *syncer) find(ctx context.Context, current check.Result, onErr error) er
 			err = onErr
 		} else if i != 0 && s.service.Address == "" && s.home == "" {
 			err = s.noAddress(ctx, i)
-		} else if sw := s.parkedOn(i); sw != nil {
-			err = s.resume(ctx, i, current, sw.takeover)
+		} else if s.parkedOn(i) != nil {
+			err = s.resume(ctx, i, current)
 		} else if err = s.claim(ctx, i); err == nil {
 			err = s.register(ctx, i, current)
 		}
@@ -501,15 +503,12 @@ func (s *syncer) claim(ctx context.Context, i int) error {
 }
 
 // lookUp returns the registration of the service ID on agent i (nil: none),
-// and an error wrapping errHeld when it is another live svcwrap's. It
-// records in takeover whether a registration sent now would replace an
-// entry that is not this svcwrap's.
+// and an error wrapping errHeld when it is another live svcwrap's.
 func (s *syncer) lookUp(ctx context.Context, i int) (*consulclient.Holder, error) {
 	h, err := s.reg.Holder(ctx, i, s.idOn(i))
 	if err != nil {
 		return nil, err
 	}
-	s.takeover = h != nil && h.Meta[metaInstance] != s.self.String()
 	if h != nil && heldByOther(h, s.self) {
 		return nil, fmt.Errorf("%w: service %q on agent %s is registered by %s", errHeld, s.idOn(i), s.reg.Addr(i), h.Meta[metaInstance])
 	}
@@ -521,30 +520,19 @@ func (s *syncer) lookUp(ctx context.Context, i int) (*consulclient.Holder, error
 // since then: a TTL update keeps it, where registering again would cost the
 // agent a registration and a sync pass at the moment it is slowest to
 // answer, and would come later; a moment without the entry, or past its
-// TTL, is a flap. When the ID was free or this svcwrap's as the
-// registration went out (not takeover), a check of that ID on the agent
-// can only be that registration (another svcwrap of this ID on this host
-// stops at the host lock), so the TTL update goes first, with no look-up
-// before it. Otherwise, or if the agent has no such check, svcwrap looks
-// and registers as usual.
-func (s *syncer) resume(ctx context.Context, i int, current check.Result, takeover bool) error {
-	if !takeover {
-		switch err := s.keep(ctx, i, current); {
-		case err == nil:
-			return nil
-		case !errors.Is(err, consulclient.ErrNotRegistered) && !errors.Is(err, consulclient.ErrTokenChanged):
-			return err
-		}
-	}
+// TTL, is a flap. It looks first: a check of that ID may be another's (a
+// dead svcwrap's entry the registration was to replace, a second svcwrap
+// of this ID where the host lock does not reach), and a TTL update would
+// make it pass as this one. Anything but its own entry is registered over,
+// or left alone, as at any registration.
+func (s *syncer) resume(ctx context.Context, i int, current check.Result) error {
 	h, err := s.lookUp(ctx, i)
 	if err != nil {
 		return err
 	}
 	if h != nil && h.Meta[metaInstance] == s.self.String() {
-		switch err := s.keep(ctx, i, current); {
-		case err == nil:
-			return nil
-		case !errors.Is(err, consulclient.ErrNotRegistered) && !errors.Is(err, consulclient.ErrTokenChanged):
+		err := s.keep(ctx, i, current)
+		if !errors.Is(err, consulclient.ErrNotRegistered) && !errors.Is(err, consulclient.ErrTokenChanged) {
 			return err
 		}
 		// Removed since the look-up, or a new token to register with.
@@ -592,7 +580,7 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 		if i != s.on && !errors.Is(err, consulclient.ErrRejected) && !errors.Is(err, errNotSent) {
 			// Sent, perhaps applied, never answered (a timeout, an agent
 			// dying mid-request): the agent may hold it.
-			s.park(i, s.takeover)
+			s.park(i)
 		}
 		return err
 	}
