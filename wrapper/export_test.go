@@ -2,9 +2,11 @@ package wrapper
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/svcwrap/svcwrap/check"
+	"github.com/svcwrap/svcwrap/consulclient"
 )
 
 // Syncer lets the external tests drive the syncer alone, with the fakes of
@@ -39,4 +41,11 @@ func SetCatchLaterAfter(t interface{ Cleanup(func()) }, d time.Duration) {
 	old := catchLaterAfter
 	catchLaterAfter = d
 	t.Cleanup(func() { catchLaterAfter = old })
+}
+
+// NotSent is the error of a request the gate held back until its time ran
+// out, as the gate makes it.
+func NotSent() error {
+	return &consulclient.AgentError{Op: "register", Agent: "agent0",
+		Err: fmt.Errorf("%w: the host's requests to the agent are at their limit (16 calls): %w", errNotSent, context.DeadlineExceeded)}
 }

@@ -438,6 +438,43 @@ func TestRegistration_UnansweredOvertakenByAnotherIsLeftAlone(t *testing.T) {
 	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister web")), "the other's entry left alone: %q", r.j.all())
 }
 
+// A critical status is registered again, not kept with a TTL update:
+// Consul's reaper counts from the check's first critical moment, which
+// only a registration moves, and svcwrap's reaper margin counts from its
+// last registration.
+func TestRegistration_UnansweredWhileCriticalIsSentAgain(t *testing.T) {
+	j := newJournal()
+	fc := newFakeCheck(j) // its first run hangs: registered critical at the first result's deadline
+	cfg := wrapper.WithCheckers(wrapper.Config{CheckInterval: time.Hour, ConsulTimeout: 50 * time.Millisecond}, fc)
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.j, r.reg.j, r.child.j = j, j, j
+		r.reg.hangOp = "register"
+		r.reg.set(0, nil, false, ours())
+	})
+	r.j.waitFor(t, "unanswered register")
+	r.j.waitUntil(t, func() bool { return r.j.countMatch(is("register web critical")) >= 2 }, func() string { return fmt.Sprint(r.j.all()) })
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("status web")), "no TTL update for a critical status: %q", r.j.all())
+	r.sigs <- syscall.SIGTERM
+	r.wait(t)
+}
+
+// A registration that was not sent (the gate's wait ran out) after one
+// left unanswered does not make svcwrap forget the first, which the agent
+// may apply late: a stop then looks for it and removes it.
+func TestRegistration_UnansweredThenNotSentIsStillLookedFor(t *testing.T) {
+	cfg := wrapper.Config{ConsulTimeout: 50 * time.Millisecond}
+	notSent := wrapper.NotSent()
+	r := startFake(t, cfg, diesOn(syscall.SIGTERM), func(r *fakeRun) {
+		r.reg.hangOp, r.reg.afterHang = "register", []error{notSent}
+	})
+	r.j.waitFor(t, "unanswered register")
+	r.j.waitFor(t, "register refused web")
+	r.reg.set(0, nil, false, ours()) // the agent applies the first one late
+	r.sigs <- syscall.SIGTERM
+	assert.Equal(t, 128+15, r.wait(t).code)
+	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+}
+
 // deadOther is the entry of a svcwrap that is gone: the agent saw its TTL
 // expire.
 func deadOther() *consulclient.Holder {
@@ -511,6 +548,7 @@ func TestRegistration_UnansweredWhileAwaySweptWhenTheFirstAnswers(t *testing.T) 
 	guest := wrapper.Guest("web")
 	r := startFake(t, cfg, diesOn(syscall.SIGTERM), twoAgents, func(r *fakeRun) {
 		r.reg.hangOp, r.reg.hangOn, r.reg.freezeOn = "register", map[int]bool{1: true}, map[int]bool{1: true}
+		r.reg.hangFor = 50 * time.Millisecond // the frozen agent's calls time out, as the real client's do
 		r.reg.set(1, nil, false, ours())
 	})
 	r.j.waitFor(t, "register web passing")

@@ -121,14 +121,19 @@ type fakeRegistry struct {
 	// context ends (and take effect first, as a request the agent applied
 	// and did not answer in time): "register".
 	hangOp string
-	// hangFor, when set, is how long a call hangOp makes hang lasts at most,
-	// as the real client's timeout: then it fails as unanswered.
+	// hangFor, when set, is how long a call hangOp makes hang, or any call
+	// to an agent that hangs, lasts at most, as the real client's timeout:
+	// then it fails as unanswered.
 	hangFor time.Duration
 	// hangOn, when set, limits hangOp to these agents.
 	hangOn map[int]bool
 	// freezeOn makes an agent whose registration hangOp leaves unanswered
 	// hang from then on, every call, until set lifts it.
 	freezeOn map[int]bool
+	// registerErrs are what the next registrations return, one each, before
+	// hangOp is looked at: a refusal, a gate's "not sent". afterHang
+	// becomes registerErrs once hangOp has left a registration unanswered.
+	registerErrs, afterHang []error
 	// statusOnce, when set, is what the next SetStatus returns instead of
 	// succeeding (the check removed between a look-up and the update).
 	statusOnce error
@@ -211,10 +216,15 @@ func (r *fakeRegistry) block(ctx context.Context, i int, op string) error {
 		return err // as the api client: an expired context sends nothing
 	}
 	r.mu.Lock()
-	resumed := r.hangs[i]
+	resumed, bound := r.hangs[i], r.hangFor
 	r.mu.Unlock()
 	if resumed == nil {
 		return nil
+	}
+	if bound > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, bound)
+		defer cancel()
 	}
 	r.add(i, "hang %s", op)
 	select {
@@ -258,12 +268,22 @@ func (r *fakeRegistry) Register(ctx context.Context, i int, s consulclient.Servi
 		return err
 	}
 	r.mu.Lock()
+	if len(r.registerErrs) > 0 {
+		err := r.registerErrs[0]
+		r.registerErrs = r.registerErrs[1:]
+		r.mu.Unlock()
+		r.add(i, "register refused %s", s.ID)
+		return err
+	}
 	if r.services == nil {
 		r.services = map[int]consulclient.Service{}
 	}
 	r.services[i] = s
 	hang := r.hangOp == "register" && (r.hangOn == nil || r.hangOn[i])
 	freeze := hang && r.freezeOn[i]
+	if hang && r.afterHang != nil {
+		r.registerErrs, r.afterHang = r.afterHang, nil
+	}
 	release := r.slowRegister
 	r.mu.Unlock()
 	if release != nil {

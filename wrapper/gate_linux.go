@@ -246,9 +246,25 @@ func (r *gated) Deregister(ctx context.Context, i int, serviceID string) error {
 }
 
 func (r *gated) Holder(ctx context.Context, i int, serviceID string) (h *consulclient.Holder, err error) {
-	err = r.through(ctx, r.calls[i], "look up", func() (err error) { h, err = r.Registry.Holder(ctx, i, serviceID); return err })
+	g := r.calls[i]
+	if ctx.Value(urgentKey{}) != nil {
+		g = r.beats[i]
+	}
+	err = r.through(ctx, g, "look up", func() (err error) { h, err = r.Registry.Holder(ctx, i, serviceID); return err })
 	return h, err
 }
+
+// urgent marks the look-up of ctx as one a running TTL waits for, as it
+// waits for a heartbeat: the look-up before keeping a registration the
+// agent applied and did not answer in time (syncer.resume). It goes
+// through the heartbeats' pool. In the other it waited behind the host's
+// registrations, which a starved agent answers seconds apart, for ten
+// seconds and more, and the TTL it was to keep ran out (BENCHMARKS.md,
+// section 12). Such look-ups are few: one per registration left
+// unanswered.
+func urgent(ctx context.Context) context.Context { return context.WithValue(ctx, urgentKey{}, true) }
+
+type urgentKey struct{}
 
 func (r *gated) NodeAddress(ctx context.Context, i int) (addr string, err error) {
 	err = r.through(ctx, r.calls[i], "node address", func() (err error) { addr, err = r.Registry.NodeAddress(ctx, i); return err })

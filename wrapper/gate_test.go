@@ -134,6 +134,25 @@ func TestGated_HeartbeatsHaveTheirOwnSlots(t *testing.T) {
 	assert.Equal(t, 1, reg.calls, "none of them made")
 }
 
+// The look-up that decides whether a running TTL is kept (syncer.resume)
+// goes through the heartbeats' slots: it is not held up behind a herd of
+// registrations that has taken all the others. Any other look-up is.
+func TestGated_UrgentLookUpTakesAHeartbeatSlot(t *testing.T) {
+	reg := &countingRegistry{}
+	cfg := Config{LockDir: t.TempDir(), ConsulTimeout: 50 * time.Millisecond}
+	g := gateRegistry(cfg, reg)
+	release := fill(t, newGate(cfg.LockDir, reg.Addr(0), "call", gateCalls))
+	defer release()
+
+	_, err := g.Holder(urgent(t.Context()), 0, "web")
+	require.NoError(t, err)
+	assert.Equal(t, 1, reg.calls)
+
+	_, err = g.Holder(t.Context(), 0, "web")
+	require.ErrorIs(t, err, errNotSent)
+	assert.Equal(t, 1, reg.calls, "not made")
+}
+
 // countingRegistry answers everything at once and counts the calls.
 type countingRegistry struct{ calls int }
 

@@ -51,9 +51,10 @@ func (s *syncer) leave(i int, moved bool) {
 
 // park records that agent i may hold a registration svcwrap sent there and
 // had no answer to (its timeout ran out, the connection broke), without
-// sweeping it yet. The syncer's next attempt goes to the same agent and
-// looks there first (syncer.resume): an agent slow to answer, as at a
-// host's start, has most likely applied it. A sweep now would remove the
+// sweeping it yet. The syncer's next attempt at that agent looks there
+// first (syncer.resume): an agent slow to answer, as at a host's start, has
+// most likely applied it. (With several agents the same pass may go on to
+// the next one and register there; the copy is swept then.) A sweep now would remove the
 // registration the agent applied, and the next attempt would register it
 // again: the service would vanish for a moment, a flap. What is parked is
 // swept once svcwrap holds its registration on another agent, registered
@@ -99,10 +100,11 @@ func (s *syncer) sweepParked(on int) {
 	}
 }
 
-// stopSweep ends the sweep of agent i, if one runs, and waits for it, so
-// that it cannot remove a registration made there from now on. The copy is
-// then the caller's again.
-func (s *syncer) stopSweep(i int) {
+// stopSweep ends the sweep of agent i, if one runs or is parked, and waits
+// for it, so that it cannot remove a registration made there from now on.
+// The copy is then the caller's again. It reports whether agent i was
+// still to be swept.
+func (s *syncer) stopSweep(i int) bool {
 	s.mu.Lock()
 	sw := s.left[i]
 	delete(s.left, i)
@@ -111,6 +113,7 @@ func (s *syncer) stopSweep(i int) {
 		sw.cancel()
 		<-sw.done
 	}
+	return sw != nil
 }
 
 // stopSweeps ends every sweep; the agents stay in left, for the stop to

@@ -525,12 +525,16 @@ func (s *syncer) lookUp(ctx context.Context, i int) (*consulclient.Holder, error
 // of this ID where the host lock does not reach), and a TTL update would
 // make it pass as this one. Anything but its own entry is registered over,
 // or left alone, as at any registration.
+//
+// A critical status is registered again all the same: Consul's reaper
+// counts from the check's first critical moment, which a TTL update to
+// critical does not move and a registration does (reaperNear).
 func (s *syncer) resume(ctx context.Context, i int, current check.Result) error {
-	h, err := s.lookUp(ctx, i)
+	h, err := s.lookUp(urgent(ctx), i)
 	if err != nil {
 		return err
 	}
-	if h != nil && h.Meta[metaInstance] == s.self.String() {
+	if h != nil && h.Meta[metaInstance] == s.self.String() && current.Status != check.Critical {
 		err := s.keep(ctx, i, current)
 		if !errors.Is(err, consulclient.ErrNotRegistered) && !errors.Is(err, consulclient.ErrTokenChanged) {
 			return err
@@ -563,8 +567,8 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	if err := s.aborted.Err(); err != nil {
 		return err
 	}
-	s.claimed = -1 // a later registration looks again
-	s.stopSweep(i) // the sweep would remove what is registered now
+	s.claimed = -1          // a later registration looks again
+	swept := s.stopSweep(i) // the sweep would remove what is registered now
 	svc := s.service
 	svc.ID = s.idOn(i)
 	svc.Status, svc.Output = current.Status.String(), current.Output
@@ -577,9 +581,15 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	err := s.reg.Register(rctx, i, svc)
 	done()
 	if err != nil {
-		if i != s.on && !errors.Is(err, consulclient.ErrRejected) && !errors.Is(err, errNotSent) {
+		switch {
+		case i == s.on:
+		case !errors.Is(err, consulclient.ErrRejected) && !errors.Is(err, errNotSent):
 			// Sent, perhaps applied, never answered (a timeout, an agent
 			// dying mid-request): the agent may hold it.
+			s.park(i)
+		case swept:
+			// Not applied, but a copy may be there from before: it is
+			// still to be swept.
 			s.park(i)
 		}
 		return err
