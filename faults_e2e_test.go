@@ -403,26 +403,39 @@ func stayPassing(t *testing.T, agent *consultest.Agent, id string, d time.Durati
 	}
 }
 
+// proxied starts a proxy in front of agent and returns its address. Each
+// request goes to intercept first, which may answer it itself (true), with
+// the proxy to the agent at hand; the rest go on to the agent. It stands
+// in for the faults a real agent will not produce on demand.
+func proxied(t *testing.T, agent *consultest.Agent, intercept func(http.ResponseWriter, *http.Request, http.Handler) bool) string {
+	t.Helper()
+	target, err := url.Parse("http://" + agent.HTTPAddr)
+	require.NoError(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	fake := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if !intercept(rw, r, proxy) {
+			proxy.ServeHTTP(rw, r)
+		}
+	}))
+	t.Cleanup(fake.Close)
+	return strings.TrimPrefix(fake.URL, "http://")
+}
+
 // A registration the agent answers with 400 is reported at once, and once. A
 // real agent does not reject a valid registration, so a proxy in front of one
 // answers 400 to PUT /v1/agent/service/register and passes everything else
 // on (the look-up of a free ID gets the agent's own 404).
 func TestFaultNotice_RegistrationRejected(t *testing.T) {
 	agent := consultest.StartAgent(t)
-	target, err := url.Parse("http://" + agent.HTTPAddr)
-	require.NoError(t, err)
-	proxy := httputil.NewSingleHostReverseProxy(target)
 	var registrations atomic.Int64
-	fake := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && r.URL.Path == "/v1/agent/service/register" {
-			registrations.Add(1)
-			http.Error(rw, "Invalid check: TTL must be > 0 for TTL checks", http.StatusBadRequest)
-			return
+	addr := proxied(t, agent, func(rw http.ResponseWriter, r *http.Request, _ http.Handler) bool {
+		if r.Method != http.MethodPut || r.URL.Path != "/v1/agent/service/register" {
+			return false
 		}
-		proxy.ServeHTTP(rw, r)
-	}))
-	t.Cleanup(fake.Close)
-	addr := strings.TrimPrefix(fake.URL, "http://")
+		registrations.Add(1)
+		http.Error(rw, "Invalid check: TTL must be > 0 for TTL checks", http.StatusBadRequest)
+		return true
+	})
 
 	w := start(t, nil, append([]string{"--consul", addr, "--ttl", "1s", "rejected", "--"}, helperArgv("pid")...)...)
 	w.out.waitFor(t, "ready", wait)
@@ -546,23 +559,18 @@ node_prefix "" { policy = "read" }`, id))
 // answer until svcwrap has given up on it; everything else goes through.
 func TestFaultLateAnswer_AppliedRegistrationIsKept(t *testing.T) {
 	agent := consultest.StartAgent(t)
-	target, err := url.Parse("http://" + agent.HTTPAddr)
-	require.NoError(t, err)
-	proxy := httputil.NewSingleHostReverseProxy(target)
 	var held atomic.Bool
 	applied := make(chan int, 1)
-	fake := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPut && r.URL.Path == "/v1/agent/service/register" && held.CompareAndSwap(false, true) {
-			rec := httptest.NewRecorder()
-			proxy.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
-			applied <- rec.Code
-			<-r.Context().Done() // svcwrap hung up: its --consul-timeout ran out
-			return
+	addr := proxied(t, agent, func(_ http.ResponseWriter, r *http.Request, proxy http.Handler) bool {
+		if r.Method != http.MethodPut || r.URL.Path != "/v1/agent/service/register" || !held.CompareAndSwap(false, true) {
+			return false
 		}
-		proxy.ServeHTTP(rw, r)
-	}))
-	t.Cleanup(fake.Close)
-	addr := strings.TrimPrefix(fake.URL, "http://")
+		rec := httptest.NewRecorder()
+		proxy.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+		applied <- rec.Code
+		<-r.Context().Done() // svcwrap hung up: its --consul-timeout ran out
+		return true
+	})
 
 	const (
 		id      = "late"

@@ -388,19 +388,27 @@ func TestRegistration_UnansweredButAppliedIsKept(t *testing.T) {
 		r.reg.hangOp, r.reg.traceHolder = "register", true
 		r.reg.set(0, nil, false, ours())
 	})
-	r.j.waitFor(t, "unanswered register")
-	r.j.waitFor(t, "status web passing")
-	all := r.j.all()
-	assert.Contains(t, all[r.j.index("unanswered register"):r.j.index("status web passing")], "holder",
-		"a look-up before the TTL update: a check of the ID may be another's")
+	keptAfterALookUp(t, r, "a check of the ID may be another's")
 	found := regexp.MustCompile(`msg=registered .*agent=agent0 status=passing found="the agent had applied the registration it did not answer in time"`)
 	r.j.waitUntil(t, func() bool { return found.MatchString(log.String()) }, log.String)
-	assert.Equal(t, 1, r.j.countMatch(hasPrefix("register web")), "registered once: %q", r.j.all())
-	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister")), "nothing removed: %q", r.j.all())
 
 	r.sigs <- syscall.SIGTERM
 	assert.Equal(t, 128+15, r.wait(t).code)
 	requireBefore(t, r.j, "deregister web", "signal SIGTERM")
+}
+
+// keptAfterALookUp waits until the registration left unanswered is kept
+// with a TTL update, and checks that a look-up came before it (why says
+// why it must), that it was registered once, and that nothing was removed.
+func keptAfterALookUp(t *testing.T, r *fakeRun, why string) {
+	t.Helper()
+	r.j.waitFor(t, "unanswered register")
+	r.j.waitFor(t, "status web passing")
+	all := r.j.all()
+	assert.Contains(t, all[r.j.index("unanswered register"):r.j.index("status web passing")], "holder",
+		"a look-up before the TTL update: "+why)
+	assert.Equal(t, 1, r.j.countMatch(hasPrefix("register web")), "registered once: %q", r.j.all())
+	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister")), "nothing removed: %q", r.j.all())
 }
 
 // The same when the registration was to replace a dead svcwrap's entry,
@@ -411,13 +419,7 @@ func TestRegistration_UnansweredTakeoverAppliedIsKept(t *testing.T) {
 		r.reg.hangOp, r.reg.heldAfter, r.reg.traceHolder = "register", ours(), true
 		r.reg.set(0, nil, false, deadOther())
 	})
-	r.j.waitFor(t, "unanswered register")
-	r.j.waitFor(t, "status web passing")
-	all := r.j.all()
-	assert.Contains(t, all[r.j.index("unanswered register"):r.j.index("status web passing")], "holder",
-		"a look-up before the TTL update: a check of the ID may be the dead svcwrap's")
-	assert.Equal(t, 1, r.j.countMatch(hasPrefix("register web")), "registered once: %q", r.j.all())
-	assert.Equal(t, 0, r.j.countMatch(hasPrefix("deregister")), "nothing removed: %q", r.j.all())
+	keptAfterALookUp(t, r, "a check of the ID may be the dead svcwrap's")
 	r.sigs <- syscall.SIGTERM
 	assert.Equal(t, 128+15, r.wait(t).code)
 }

@@ -186,10 +186,10 @@ var errNotSent = errors.New("not sent")
 
 // gated is a Registry whose requests pass the gates of their agent: the
 // heartbeats (SetStatus) and urgent look-ups through one pool, everything
-// else through the other. A wait for a slot is bounded by the request's context or, when it
-// has no deadline, by timeout (--consul-timeout); one that runs out is a
-// refusal (consulclient.ErrRefused), as the agent's own would have been,
-// and is retried as one, and either way errNotSent.
+// else through the other. A wait for a slot is bounded by the request's
+// context or, when it has no deadline, by timeout (--consul-timeout); one
+// that runs out is a refusal (consulclient.ErrRefused), as the agent's own
+// would have been, and is retried as one, and either way errNotSent.
 type gated struct {
 	Registry
 	beats, calls []*gate

@@ -101,10 +101,7 @@ func TestGate_AbandonedWaitGivesTheSlotBack(t *testing.T) {
 // A request that cannot get a slot in time is a refusal, as the agent's own
 // would be, and the request is not made.
 func TestGated_HeartbeatsHaveTheirOwnSlots(t *testing.T) {
-	reg := &countingRegistry{}
-	cfg := Config{LockDir: t.TempDir(), ConsulTimeout: 50 * time.Millisecond}
-	g := gateRegistry(cfg, reg)
-	release := fill(t, newGate(cfg.LockDir, reg.Addr(0), "call", gateCalls))
+	g, reg, release := callsTaken(t)
 	defer release()
 
 	require.NoError(t, g.SetStatus(t.Context(), 0, "web", "passing", ""))
@@ -138,10 +135,7 @@ func TestGated_HeartbeatsHaveTheirOwnSlots(t *testing.T) {
 // goes through the heartbeats' slots: it is not held up behind a herd of
 // registrations that has taken all the others. Any other look-up is.
 func TestGated_UrgentLookUpTakesAHeartbeatSlot(t *testing.T) {
-	reg := &countingRegistry{}
-	cfg := Config{LockDir: t.TempDir(), ConsulTimeout: 50 * time.Millisecond}
-	g := gateRegistry(cfg, reg)
-	release := fill(t, newGate(cfg.LockDir, reg.Addr(0), "call", gateCalls))
+	g, reg, release := callsTaken(t)
 	defer release()
 
 	_, err := g.Holder(urgent(t.Context()), 0, "web")
@@ -151,6 +145,14 @@ func TestGated_UrgentLookUpTakesAHeartbeatSlot(t *testing.T) {
 	_, err = g.Holder(t.Context(), 0, "web")
 	require.ErrorIs(t, err, errNotSent)
 	assert.Equal(t, 1, reg.calls, "not made")
+}
+
+// callsTaken is a gated countingRegistry whose call pool is all taken, as
+// by a herd of registrations, until release.
+func callsTaken(t *testing.T) (g Registry, reg *countingRegistry, release func()) {
+	reg = &countingRegistry{}
+	cfg := Config{LockDir: t.TempDir(), ConsulTimeout: 50 * time.Millisecond}
+	return gateRegistry(cfg, reg), reg, fill(t, newGate(cfg.LockDir, reg.Addr(0), "call", gateCalls))
 }
 
 // countingRegistry answers everything at once and counts the calls.

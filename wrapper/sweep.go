@@ -54,9 +54,10 @@ func (s *syncer) leave(i int, moved bool) {
 // sweeping it yet. The syncer's next attempt at that agent looks there
 // first (syncer.resume): an agent slow to answer, as at a host's start, has
 // most likely applied it. (With several agents the same pass may go on to
-// the next one and register there; the copy is swept then.) A sweep now would remove the
-// registration the agent applied, and the next attempt would register it
-// again: the service would vanish for a moment, a flap. What is parked is
+// the next one and register there; the copy is swept then.) A sweep now
+// would remove the registration the agent applied, and the next attempt
+// would register it again: the service would vanish for a moment, a
+// flap. What is parked is
 // swept once svcwrap holds its registration on another agent, registered
 // there or confirmed by a heartbeat (sweepParked), and the stop looks there
 // as at any agent of unknown outcome (unsure).
@@ -71,15 +72,12 @@ func (s *syncer) park(i int) {
 	s.left[i] = &sweep{cancel: func() {}, done: done, parked: true}
 }
 
-// parkedOn returns what park recorded for agent i, nil if nothing is
-// parked there.
-func (s *syncer) parkedOn(i int) *sweep {
+// isParked reports whether park left agent i to be swept later.
+func (s *syncer) isParked(i int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sw := s.left[i]; sw != nil && sw.parked {
-		return sw
-	}
-	return nil
+	sw := s.left[i]
+	return sw != nil && sw.parked
 }
 
 // sweepParked starts sweeping what park left on agents other than on, the
@@ -195,7 +193,7 @@ func (s *syncer) deregisterOwn(ctx context.Context, i int) (bool, error) {
 	if h == nil {
 		return false, nil
 	}
-	if h.Meta[metaInstance] != s.self.String() {
+	if !s.isOwn(h) {
 		return false, errNotOurs
 	}
 	if err := s.reg.Deregister(ctx, i, s.idOn(i)); err != nil {

@@ -445,7 +445,7 @@ func (s *syncer) find(ctx context.Context, current check.Result, onErr error) er
 			err = onErr
 		} else if i != 0 && s.service.Address == "" && s.home == "" {
 			err = s.noAddress(ctx, i)
-		} else if s.parkedOn(i) != nil {
+		} else if s.isParked(i) {
 			err = s.resume(ctx, i, current)
 		} else if err = s.claim(ctx, i); err == nil {
 			err = s.register(ctx, i, current)
@@ -515,6 +515,9 @@ func (s *syncer) lookUp(ctx context.Context, i int) (*consulclient.Holder, error
 	return h, nil
 }
 
+// isOwn reports whether h, an entry found on an agent, is this svcwrap's.
+func (s *syncer) isOwn(h *consulclient.Holder) bool { return h.Meta[metaInstance] == s.self.String() }
+
 // resume ends a registration sent to agent i and never answered (park). If
 // the agent applied it, the entry there is this svcwrap's, its TTL running
 // since then: a TTL update keeps it, where registering again would cost the
@@ -534,7 +537,7 @@ func (s *syncer) resume(ctx context.Context, i int, current check.Result) error 
 	if err != nil {
 		return err
 	}
-	if h != nil && h.Meta[metaInstance] == s.self.String() && current.Status != check.Critical {
+	if h != nil && s.isOwn(h) && current.Status != check.Critical {
 		err := s.keep(ctx, i, current)
 		if !errors.Is(err, consulclient.ErrNotRegistered) && !errors.Is(err, consulclient.ErrTokenChanged) {
 			return err
@@ -581,15 +584,11 @@ func (s *syncer) register(ctx context.Context, i int, current check.Result) erro
 	err := s.reg.Register(rctx, i, svc)
 	done()
 	if err != nil {
-		switch {
-		case i == s.on:
-		case !errors.Is(err, consulclient.ErrRejected) && !errors.Is(err, errNotSent):
-			// Sent, perhaps applied, never answered (a timeout, an agent
-			// dying mid-request): the agent may hold it.
-			s.park(i)
-		case swept:
-			// Not applied, but a copy may be there from before: it is
-			// still to be swept.
+		// Sent, perhaps applied, never answered (a timeout, an agent dying
+		// mid-request), the agent may hold it; refused or not sent, it may
+		// still hold a copy from before, which was to be swept.
+		unanswered := !errors.Is(err, consulclient.ErrRejected) && !errors.Is(err, errNotSent)
+		if i != s.on && (unanswered || swept) {
 			s.park(i)
 		}
 		return err
