@@ -281,13 +281,25 @@ func TestSplitSpecs(t *testing.T) {
 
 func TestDescribe(t *testing.T) {
 	c := startChild(t, "idle")
-	d := check.Describe(context.Background(), c.pid())
+	d := check.Describe(c.pid())
 	assert.True(t, strings.HasPrefix(d, "pid "+strconv.Itoa(c.pid())+": "+os.Args[0]), d)
-	assert.Equal(t, "pid 0", check.Describe(context.Background(), 0))
+	assert.Equal(t, "pid 0", check.Describe(0))
 
 	// A process that has ended (and been reaped) is named by its PID alone.
 	gone := exec.Command("true")
 	require.NoError(t, gone.Run())
 	pid := gone.ProcessState.Pid()
-	assert.Equal(t, "pid "+strconv.Itoa(pid), check.Describe(context.Background(), pid))
+	assert.Equal(t, "pid "+strconv.Itoa(pid), check.Describe(pid))
+}
+
+// Describe joins the arguments with spaces, as the kernel keeps them, and
+// cuts a long command line at 120 bytes.
+func TestDescribe_ArgumentsAndLength(t *testing.T) {
+	long := exec.Command("sh", "-c", "sleep 30; : "+strings.Repeat("x", 200))
+	require.NoError(t, long.Start())
+	t.Cleanup(func() { _ = long.Process.Kill(); _ = long.Wait() })
+	want := "sh -c sleep 30; : " + strings.Repeat("x", 120-len("sh -c sleep 30; : "))
+	prefix := "pid " + strconv.Itoa(long.Process.Pid) + ": "
+	// Start returns once the exec has succeeded: the command line is sh's.
+	assert.Equal(t, prefix+want+"…", check.Describe(long.Process.Pid))
 }

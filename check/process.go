@@ -1,34 +1,38 @@
 package check
 
 import (
-	"context"
+	"bytes"
+	"os"
 	"strconv"
 	"strings"
-
-	"github.com/shirou/gopsutil/v3/process"
 )
 
 // maxCommand is how much of a command line Describe keeps.
 const maxCommand = 120
 
 // Describe names process pid for a check's output, "pid 4242: nc -l 9999",
-// from its command line as the kernel shows it now (gopsutil), cut to 120
-// bytes; a process gone or unreadable is named by its PID alone. It reads
-// /proc, tens of microseconds: svcwrap calls it when a status changes, not
-// every run.
-func Describe(ctx context.Context, pid int) string {
+// from its command line as the kernel shows it now (/proc/PID/cmdline, the
+// arguments joined by spaces), cut to 120 bytes; a process gone or
+// unreadable is named by its PID alone. svcwrap calls it when a status
+// changes, not every run.
+//
+// Read by hand, not with gopsutil's Process.CmdlineSlice, which reads the
+// same file the same way: importing gopsutil's process package brings in
+// its cpu package, whose init reads /proc/stat twice for cpu.Percent's
+// baseline, and that init ran in every svcwrap's start, before main, on the
+// path to the first registration: 0.5-0.9 ms of a 3.1-4.0 ms start before
+// main here (GODEBUG=inittrace=1, the median of 20 runs of `svcwrap
+// --version` with and without the import; BENCHMARKS.md section 13).
+func Describe(pid int) string {
 	name := "pid " + strconv.Itoa(pid)
-	// Not process.NewProcess: it proves the process exists by its start
-	// time, which takes the boot time, which gopsutil finds by reading
-	// /proc/stat, /etc/os-release and a dozen files that tell a container
-	// from a host (40 KiB of garbage, and most of Describe's time). A
-	// process that is gone fails the command line's read just the same.
-	p := &process.Process{Pid: int32(pid)}
-	argv, err := p.CmdlineSliceWithContext(ctx)
-	if err != nil || len(argv) == 0 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	// The arguments end in NULs; a process that rewrote its title may have
+	// padded it with more.
+	b = bytes.TrimRight(b, "\x00")
+	if err != nil || len(b) == 0 {
 		return name
 	}
-	cmd := strings.Join(argv, " ")
+	cmd := string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 	if len(cmd) > maxCommand {
 		cmd = strings.ToValidUTF8(cmd[:maxCommand], "") + "…"
 	}

@@ -196,12 +196,12 @@ func (h *health) after(d time.Duration) <-chan time.Time {
 func (h *health) startDescribing(ctx context.Context) {
 	first := make(chan struct{})
 	h.spawn(func() {
-		h.setChild(check.Describe(ctx, h.pid))
+		h.setChild(check.Describe(h.pid))
 		close(first)
 		for {
 			select {
 			case <-h.redescribe:
-				h.setChild(check.Describe(ctx, h.pid))
+				h.setChild(check.Describe(h.pid))
 			case <-ctx.Done():
 				return
 			}

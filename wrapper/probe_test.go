@@ -1,7 +1,6 @@
 package wrapper
 
 import (
-	"context"
 	"os"
 	"strconv"
 	"testing"
@@ -189,7 +188,7 @@ func TestHealth_GraceAndChild(t *testing.T) {
 	h.start()
 	t.Cleanup(h.stop)
 	require.Eventually(t, func() bool { return h.child() != "pid "+strconv.Itoa(os.Getpid()) }, 10*time.Second, time.Millisecond)
-	child := " (" + check.Describe(context.Background(), os.Getpid()) + ")"
+	child := " (" + check.Describe(os.Getpid()) + ")"
 
 	assert.Equal(t, check.Result{Status: check.Warning, Output: "starting (--grace 1h0m0s): GET u: 503" + child},
 		h.update(report{check: 0, result: down}))
