@@ -48,13 +48,93 @@ func spawn(c *Child, path string, argv []string, attr *syscall.ProcAttr, reapAll
 			return
 		}
 		procs.waiters++
+		// Opened before anything can reap the child: until this package
+		// waits for it, its pid stays its own, even as a zombie.
+		if f := openPidfd(pid); f != nil {
+			go c.poll(f)
+			return
+		}
 		go c.wait()
 	})
 	return err
 }
 
+// pidfdOpen is unix.PidfdOpen; a variable so that a test can take the
+// fallback of kernels without pidfds (before Linux 5.10 for PIDFD_NONBLOCK).
+var pidfdOpen = unix.PidfdOpen
+
+// openPidfd returns a non-blocking pidfd for pid, registered with Go's
+// poller, or nil where the kernel has none to give.
+func openPidfd(pid int) *os.File {
+	fd, err := pidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil
+	}
+	// NewFile registers a non-blocking descriptor with the poller; a pidfd
+	// is readable once its process has ended.
+	return os.NewFile(uintptr(fd), "pidfd")
+}
+
+// poll waits for the child's end on its pidfd in Go's poller, then reaps it
+// with wait4(pid, WNOHANG), leaving every other child of the process to
+// whoever started it.
+//
+// Why not wait4(pid) in a goroutine of its own, as wait does: that
+// goroutine holds an OS thread for as long as the child runs, one of a
+// wrapper's eight (1000 threads and 16 MiB of kernel stacks on a host of a
+// thousand wrappers), and as it enters the call it keeps svcwrap's one P
+// until the runtime's sysmon takes it back, while the registration waits to
+// run. A pidfd parks the goroutine in the poller, which needs neither.
+// (The start's latency did not measurably change: BENCHMARKS.md section 13.)
+func (c *Child) poll(f *os.File) {
+	defer f.Close()
+	e, err := waitPidfd(f, c.pid)
+	if err != nil {
+		// The poller would not take the pidfd: wait the old way.
+		c.wait()
+		return
+	}
+	procs.mu.Lock()
+	procs.waiters--
+	procs.mu.Unlock()
+	c.finish(e)
+}
+
+// waitPidfd returns pid's Exit once its pidfd f says it has ended. An error
+// means the poller cannot wait on f; the child has not been reaped then.
+func waitPidfd(f *os.File, pid int) (Exit, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return Exit{}, err
+	}
+	e := Exit{Code: statusLost}
+	// Read calls the function again each time f is readable, until it
+	// returns true.
+	err = rc.Read(func(uintptr) bool {
+		for {
+			var ws unix.WaitStatus
+			got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				return true // ECHILD: reaped by someone else; the status is lost
+			case got == 0:
+				return false // still running
+			}
+			x, ok := exitOf(ws)
+			if ok {
+				e = x
+			}
+			return ok // not an end (wait4 reports only ends here): wait on
+		}
+	})
+	return e, err
+}
+
 // wait blocks in wait4 on the child's pid alone, leaving every other child of
-// the process to whoever started it.
+// the process to whoever started it. It is poll's fallback, where the kernel
+// has no pidfd for the child.
 func (c *Child) wait() {
 	e := Exit{Code: statusLost}
 	for {
