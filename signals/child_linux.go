@@ -72,8 +72,9 @@ type Options struct {
 	// processes started elsewhere in the program with os/exec, whose Wait
 	// then fails.
 	//
-	// false: only the child's own pid is waited for, by a goroutine blocked
-	// in wait4(pid).
+	// false: only the child's own pid is waited for: on a pidfd in Go's
+	// poller, or where the kernel has no pidfds, by a goroutine blocked in
+	// wait4(pid).
 	ReapAll bool
 }
 

@@ -18,7 +18,7 @@ var procs struct {
 	mu       sync.Mutex
 	reaping  bool           // the reaper runs; every child is in children
 	children map[int]*Child // pid → child, while reaping
-	waiters  int            // children with their own wait4(pid) goroutine
+	waiters  int            // children waited for by pid (poll or wait), not by the reaper
 }
 
 // spawn forks and execs on the forking thread and arranges for the child's
@@ -70,8 +70,9 @@ func openPidfd(pid int) *os.File {
 	if err != nil {
 		return nil
 	}
-	// NewFile registers a non-blocking descriptor with the poller; a pidfd
-	// is readable once its process has ended.
+	// NewFile tries to register a non-blocking descriptor with the poller
+	// (waitPidfd fails where it could not); a pidfd is readable once its
+	// process has ended.
 	return os.NewFile(uintptr(fd), "pidfd")
 }
 
@@ -108,7 +109,8 @@ func waitPidfd(f *os.File, pid int) (Exit, error) {
 		return Exit{}, err
 	}
 	e := Exit{Code: statusLost}
-	// Read calls the function again each time f is readable, until it
+	// Read calls the function once at once, which reaps a child that has
+	// already ended, and again each time f becomes readable, until it
 	// returns true.
 	err = rc.Read(func(uintptr) bool {
 		for {
