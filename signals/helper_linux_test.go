@@ -264,7 +264,35 @@ func dropped(c <-chan os.Signal, sig syscall.Signal) bool {
 		fmt.Println("FAIL: a real-time signal not caught yet arrived:", signals.Name(sig))
 		return false
 	}
+	// The kernel hands pending signals out lowest number first: while every
+	// thread had signals blocked (as the runtime does around a clone), sig
+	// may still be pending behind SIGUSR1, to be caught by a later step.
+	// Dropped means the process no longer has it pending.
+	deadline := time.Now().Add(waitTimeout)
+	for pending(sig) {
+		if time.Now().After(deadline) {
+			fmt.Println("FAIL: still pending:", signals.Name(sig))
+			return false
+		}
+		time.Sleep(time.Millisecond) // the poll's period
+	}
 	return true
+}
+
+// pending reports whether sig is pending for the whole process (ShdPnd in
+// /proc/self/status), where kill(getpid()) puts it.
+func pending(sig syscall.Signal) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if hex, ok := strings.CutPrefix(line, "ShdPnd:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			return err == nil && mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }
 
 // helperCatchCancelled calls the second step of signals.Catch with a context
