@@ -27,7 +27,8 @@ var (
 )
 
 // errReapMixed refuses to start the reaper while a child of this package is
-// waited for by its own wait4(pid): the two would race for that status.
+// waited for by its pid (on its pidfd, or by wait4(pid)): the two would race
+// for that status.
 var errReapMixed = errors.New("ReapAll requested while children started without it are still running")
 
 // Options say how to start the child. The zero value of every field but Argv
