@@ -88,17 +88,13 @@ func openPidfd(pid int) *os.File {
 // run. A pidfd parks the goroutine in the poller, which needs neither.
 // (The start's latency did not measurably change: BENCHMARKS.md section 13.)
 func (c *Child) poll(f *os.File) {
-	defer f.Close()
 	e, err := waitPidfd(f, c.pid)
+	f.Close()
 	if err != nil {
 		// The poller would not take the pidfd: wait the old way.
-		c.wait()
-		return
+		e = waitBlocking(c.pid)
 	}
-	procs.mu.Lock()
-	procs.waiters--
-	procs.mu.Unlock()
-	c.finish(e)
+	c.reaped(e)
 }
 
 // waitPidfd returns pid's Exit once its pidfd f says it has ended. An error
@@ -137,22 +133,29 @@ func waitPidfd(f *os.File, pid int) (Exit, error) {
 // wait blocks in wait4 on the child's pid alone, leaving every other child of
 // the process to whoever started it. It is poll's fallback, where the kernel
 // has no pidfd for the child.
-func (c *Child) wait() {
-	e := Exit{Code: statusLost}
+func (c *Child) wait() { c.reaped(waitBlocking(c.pid)) }
+
+// waitBlocking returns pid's Exit from wait4(pid), which blocks until pid
+// has ended.
+func waitBlocking(pid int) Exit {
 	for {
 		var ws unix.WaitStatus
-		_, err := unix.Wait4(c.pid, &ws, 0, nil)
+		_, err := unix.Wait4(pid, &ws, 0, nil)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			break // ECHILD: reaped by someone else; the status is lost
+			return Exit{Code: statusLost} // ECHILD: reaped by someone else
 		}
 		if x, ok := exitOf(ws); ok {
-			e = x
-			break
+			return x
 		}
 	}
+}
+
+// reaped hands the Exit of a child waited for by its pid (poll or wait) to
+// its Done channel.
+func (c *Child) reaped(e Exit) {
 	procs.mu.Lock()
 	procs.waiters--
 	procs.mu.Unlock()

@@ -56,11 +56,10 @@ func (s *syncer) leave(i int, moved bool) {
 // most likely applied it. (With several agents the same pass may go on to
 // the next one and register there; the copy is swept then.) A sweep now
 // would remove the registration the agent applied, and the next attempt
-// would register it again: the service would vanish for a moment, a
-// flap. What is parked is
-// swept once svcwrap holds its registration on another agent, registered
-// there or confirmed by a heartbeat (sweepParked), and the stop looks there
-// as at any agent of unknown outcome (unsure).
+// would register it again: the service would vanish for a moment, a flap.
+// What is parked is swept once svcwrap holds its registration on another
+// agent, registered there or confirmed by a heartbeat (sweepParked), and
+// the stop looks there as at any agent of unknown outcome (unsure).
 func (s *syncer) park(i int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
